@@ -1,0 +1,5 @@
+import sys
+
+from nunet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The local API's routes: one table that both the server and the OpenAPI document read.
+
+A route's handler takes the Node facade, the decoded JSON body (typed by `body`) and the path
+parameters, and returns a msgspec-encodable value. Keeping the table as data means the OpenAPI
+document cannot drift from what is served (a test checks both directions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from nunet import __version__
+from nunet.node.machine import MachineInfo
+from nunet.node.node import RESOURCE_KINDS, Handle, Node, NodeInfo, PeerInfo
+from nunet.node.onboarding import Capacity, Metadata, Status
+from nunet.node.resources import Resources
+
+API_PREFIX = "/api/v1"
+
+Handler = Callable[[Node, Any, Mapping[str, str]], Awaitable[object] | object]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+    did: str
+    version: str
+
+
+class OffboardRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    force: bool = False
+
+
+class WalletRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    chain: str
+    testnet: bool = False
+
+
+class WalletReply(msgspec.Struct, frozen=True):
+    chain: str
+    network: str
+    address: str
+    mnemonic: str
+    derivation_path: str
+
+
+class Done(msgspec.Struct, frozen=True):
+    ok: bool = True
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorReply(msgspec.Struct, frozen=True):
+    error: ErrorBody
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    response: Any
+    body: type | None = None
+    path_params: Mapping[str, tuple[str, ...]] | None = None
+
+
+def _health(node: Node, _body: None, _params: Mapping[str, str]) -> Health:
+    return Health(status="ok", did=node.did, version=__version__)
+
+
+def _offboard(node: Node, body: OffboardRequest, _params: Mapping[str, str]) -> Done:
+    node.offboard(body.force)
+    return Done()
+
+
+async def _wallet(_node: Node, body: WalletRequest, _params: Mapping[str, str]) -> WalletReply:
+    from nunet.crypto.wallet import new_wallet
+
+    # Key derivation takes tens of ms and bip_utils is a heavy import: keep both off the loop.
+    wallet = await asyncio.to_thread(new_wallet, body.chain, body.testnet)
+    return WalletReply(
+        chain=wallet.chain,
+        network=wallet.network,
+        address=wallet.address,
+        mnemonic=wallet.mnemonic,
+        derivation_path=wallet.derivation_path,
+    )
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", "Liveness: the node is up and answering", _health, Health),
+    Route(
+        "GET", f"{API_PREFIX}/node/info", "This node's identity, version and uptime",
+        lambda node, _b, _p: node.info(), NodeInfo,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/actor/handle", "The handle of this node's root actor",
+        lambda node, _b, _p: node.handle(), Handle,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/peers/self", "This node as a peer",
+        lambda node, _b, _p: node.peer_self(), PeerInfo,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/peers/list", "Connected peers",
+        lambda node, _b, _p: node.peers(), list[PeerInfo],
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/onboarding/onboard", "Onboard a capacity (DMS Onboard)",
+        lambda node, body, _p: node.onboard(body), Metadata, body=Capacity,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/onboarding/resource-config",
+        "Change the onboarded capacity (DMS ResourceConfig)",
+        lambda node, body, _p: node.resource_config(body), Metadata, body=Capacity,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/onboarding/metadata", "Onboarding metadata (DMS GetMetadata)",
+        lambda node, _b, _p: node.metadata(), Metadata,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/onboarding/status", "Onboarding status (DMS Status)",
+        lambda node, _b, _p: node.status(), Status,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/onboarding/offboard", "Offboard (DMS Offboard)",
+        _offboard, Done, body=OffboardRequest,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/onboarding/payment-address",
+        "Create a payment address (DMS CreatePaymentAddress); nothing private is stored",
+        _wallet, WalletReply, body=WalletRequest,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/resources/machine", "What the whole machine has",
+        lambda node, _b, _p: node.machine(), MachineInfo,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/resources/{{kind}}", "Resources: onboarded, free or allocated",
+        lambda node, _b, params: node.resources(params["kind"]), Resources,
+        path_params={"kind": RESOURCE_KINDS},
+    ),
+)

@@ -1,0 +1,1 @@
+"""The node: machine detection, resources and onboarding (and later the node facade)."""

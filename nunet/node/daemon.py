@@ -1,0 +1,109 @@
+"""`nunet run`: one process, one uvloop event loop, every long-lived component owned by a TaskGroup.
+
+Start-up order: identity (keystore), store, node facade, then components (API server now; network,
+actors and executors in later issues), each started and awaited until it reports ready, in the
+style of trio's `Nursery.start`. SIGINT/SIGTERM set a stop event; components are then cancelled
+in reverse start order, the store is closed last, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from nunet.config.loader import LoadedConfig
+from nunet.crypto.keystore import KeyStore
+from nunet.db.store import Store
+from nunet.node.node import Node
+
+log = logging.getLogger("nunet.node")
+
+
+class Component(Protocol):
+    """A long-lived part of the node: runs until cancelled, calls `started()` once ready."""
+
+    async def run(self, started: Callable[[], None]) -> None: ...
+
+
+class NodePaths:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        general = loaded.config.general
+        self.user_dir = Path(general.user_dir).expanduser()
+        self.work_dir = Path(general.work_dir).expanduser()
+        self.data_dir = Path(general.data_dir).expanduser()
+        self.key_dir = self.user_dir / "key"
+        self.db_path = self.data_dir / "db"
+
+
+async def start_component(tg: asyncio.TaskGroup, component: Component) -> asyncio.Task[None]:
+    """Start `component` in `tg` and wait until it is ready (or has failed trying)."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def started() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    task = tg.create_task(component.run(started), name=type(component).__name__)
+    # A component that fails before it is ready fails the TaskGroup, which cancels us here and
+    # then raises the component's own error from the `async with`.
+    task.add_done_callback(lambda _t: ready.cancel())
+    await ready
+    return task
+
+
+async def serve(
+    loaded: LoadedConfig,
+    *,
+    context: str,
+    passphrase: str,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Node], None] | None = None,
+) -> None:
+    from nunet.api.server import ApiServer
+
+    t0 = time.perf_counter()
+    config = loaded.config
+    paths = NodePaths(loaded)
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    keypair, created = KeyStore(paths.key_dir).get_or_create(context, passphrase)
+    if created:
+        log.info("created node key %r: %s", context, keypair.did)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = Store.open(paths.db_path)
+    try:
+        node = Node(
+            config=config, keypair=keypair, store=store, context=context, work_dir=paths.work_dir
+        )
+        api = ApiServer(node, config.rest.addr, config.rest.port, config.rest.unix_socket)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [await start_component(tg, api)]
+            log.info(
+                "node ready in %.3f s: did=%s api=%s (config: %s)",
+                time.perf_counter() - t0, node.did, ", ".join(api.bound),
+                loaded.source or "embedded defaults",
+            )
+            if on_ready is not None:
+                on_ready(node)
+            await stop.wait()
+            log.info("stopping")
+            for task in reversed(tasks):
+                task.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        store.close()
+    log.info("stopped cleanly")
+
+
+def run_forever(loaded: LoadedConfig, *, context: str, passphrase: str) -> None:
+    import uvloop
+
+    uvloop.run(serve(loaded, context=context, passphrase=passphrase))

@@ -1,0 +1,1 @@
+"""Test tools shipped with the package: real node processes on loopback, fakes for unit tests."""

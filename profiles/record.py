@@ -1,0 +1,36 @@
+"""`make profile`: record the py-spy flame graphs of the hot paths into profiles/.
+
+Each entry: output file, workload command. The same commands are listed in profiles/README.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROFILES = {
+    "framing_decode.svg": [sys.executable, str(HERE / "profile_framing.py")],
+    "node_startup.svg": [sys.executable, str(HERE / "profile_startup.py"), "20"],
+}
+
+
+def main() -> int:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    failed = 0
+    for name, workload in PROFILES.items():
+        out = HERE / name
+        cmd = [py_spy, "record", "--rate", "500", "--subprocesses", "-o", str(out), "--",
+               *workload]
+        print("$", " ".join(cmd), flush=True)
+        if subprocess.run(cmd, check=False).returncode != 0:
+            print(f"py-spy failed for {name} (it needs ptrace permission: run as root or set "
+                  "kernel.yama.ptrace_scope=0)", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
