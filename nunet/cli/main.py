@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from nunet import __version__
-from nunet.cli.options import client, config_options, json_option, load
+from nunet.cli.options import client, config_file, config_options, json_option, load
 from nunet.cli.output import emit
 from nunet.errors import NodeUnreachable, NunetError
 
@@ -190,12 +190,9 @@ def config_get(ctx: click.Context, key: str, as_json: bool) -> None:
 @click.pass_context
 def config_set(ctx: click.Context, key: str, value: str) -> None:
     """Set KEY to VALUE in the config file (validated, written atomically)."""
-    import os
+    from nunet.config.loader import set_value
 
-    from nunet.config.loader import default_config_path, set_value
-
-    loaded = load(ctx)
-    path = loaded.source or default_config_path(os.environ)
+    path = config_file(ctx)
     set_value(path, key, value)
     click.echo(f"{key} = {value}  ({path})")
 

@@ -54,11 +54,29 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="print JSON")(func)
 
 
+def _given(ctx: click.Context) -> dict[str, Any]:
+    return dict(ctx.meta.get(_META, {}))
+
+
 def load(ctx: click.Context) -> LoadedConfig:
-    overrides = dict(ctx.find_root().meta.get(_META, {}))
-    overrides.update(ctx.meta.get(_META, {}))
+    overrides = _given(ctx)
     path = overrides.pop("__path__", None)
     return load_config(path, overrides=overrides)
+
+
+def config_file(ctx: click.Context) -> Path:
+    """The file `config set` writes: --config, else the one found, else the default location.
+
+    Found without loading it, so a broken file or variable can still be repaired with `set`.
+    """
+    import os
+
+    from nunet.config.loader import default_config_path, find_config_file
+
+    given = _given(ctx).get("__path__")
+    if given is not None:
+        return Path(given)
+    return find_config_file(os.environ) or default_config_path(os.environ)
 
 
 def client(ctx: click.Context) -> Any:

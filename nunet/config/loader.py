@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -24,6 +22,7 @@ import msgspec
 
 from nunet.config.schema import FIELD_KINDS, Config, FieldKind, decode_config, field_kind
 from nunet.errors import ConfigError
+from nunet.fsutil import write_atomic
 
 CONFIG_FILE_NAME: Final = "dms_config.json"
 ENV_PREFIX: Final = "DMS_"
@@ -291,45 +290,9 @@ def set_value(path: Path, key: str, value: str) -> Config:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    directory = target.parent
-    tmp = directory / f"{target.name}.tmp-{secrets.token_hex(8)}"
     try:
         # 0700: the user dir also holds the node's keys.
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
-        except FileNotFoundError:
-            mode = None
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            try:
-                if mode is not None:
-                    os.fchmod(fd, mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(target, data)
     except OSError as exc:
         raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from None
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The new file is already in place; a directory fsync only makes the rename durable, and some
-    # filesystems cannot do it at all, so failing here would misreport a write that happened.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)

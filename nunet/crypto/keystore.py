@@ -11,7 +11,6 @@ import errno
 import getpass
 import os
 import re
-import secrets
 import stat
 import sys
 import time
@@ -33,6 +32,7 @@ from nunet.errors import (
     ValidationError,
     WrongPassphrase,
 )
+from nunet.fsutil import fsync_dir, write_temp
 
 FILE_VERSION = 1
 KDF = "argon2id"
@@ -164,7 +164,7 @@ class KeyStore:
             raise KeyNotFound(f"no key named {name!r} in {self.directory}") from None
         except OSError as exc:
             raise KeyStoreError(f"{path}: cannot remove key file: {exc.strerror}") from None
-        _fsync_directory(self.directory)
+        fsync_dir(self.directory)
 
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
@@ -271,23 +271,16 @@ def _derive(secret: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
 
 def _write_new(path: Path, data: bytes, name: str) -> None:
     """Write `path` atomically, never replacing an existing file."""
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(8)}")
+    tmp: Path | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # the umask could have narrowed it; say exactly what we mean
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        tmp = write_temp(path.parent, path.name, data, 0o600)
         _publish(tmp, path, name)
     except OSError as exc:
         raise KeyStoreError(f"{path}: cannot write key file: {exc.strerror}") from None
     finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def _publish(tmp: Path, path: Path, name: str) -> None:
@@ -304,21 +297,6 @@ def _publish(tmp: Path, path: Path, name: str) -> None:
         if path.exists():
             raise KeyExists(f"key {name!r} already exists in {path.parent}") from None
         os.replace(tmp, path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise KeyStoreError(f"{directory}: cannot open key directory: {exc.strerror}") from None
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some filesystems cannot fsync a directory; the file itself is already durable.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise KeyStoreError(f"{directory}: cannot sync key directory: {exc.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 def passphrase_from_env_or_prompt(
