@@ -3,7 +3,8 @@
 Rules (see ../shared/design/style.md, lesson 3):
 - Every error nunet raises on purpose derives from `NunetError`; it carries a stable `code`
   (used in API replies and logs) and the HTTP status the local API answers with.
-- Errors about a bad field carry its dotted `path` (`rest.port`, `allocations.a1.resources.ram.size`).
+- Errors about a bad field carry its dotted `path` (`rest.port`,
+  `allocations.a1.resources.ram.size`).
 - `LocalProtocolError` means *we* misused an API; `RemoteProtocolError` means the peer misbehaved.
   A peer's fault is an event to count and log, never a crash.
 - Third-party exceptions are translated at the boundary, never leaked to users.

@@ -11,19 +11,20 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROFILES = {
-    "framing_decode.svg": [sys.executable, str(HERE / "profile_framing.py")],
-    "node_startup.svg": [sys.executable, str(HERE / "profile_startup.py"), "20"],
+# (extra py-spy flags, workload)
+PROFILES: dict[str, tuple[list[str], list[str]]] = {
+    "framing_decode.svg": ([], [sys.executable, str(HERE / "profile_framing.py")]),
+    "framing_decode_native.svg": (["--native"], [sys.executable, str(HERE / "profile_framing.py")]),
+    "node_startup.svg": ([], [sys.executable, str(HERE / "profile_startup.py"), "20"]),
 }
 
 
 def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     failed = 0
-    for name, workload in PROFILES.items():
+    for name, (flags, workload) in PROFILES.items():
         out = HERE / name
-        cmd = [py_spy, "record", "--rate", "500", "--subprocesses", "-o", str(out), "--",
-               *workload]
+        cmd = [py_spy, "record", "--rate", "500", *flags, "-o", str(out), "--", *workload]
         print("$", " ".join(cmd), flush=True)
         if subprocess.run(cmd, check=False).returncode != 0:
             print(f"py-spy failed for {name} (it needs ptrace permission: run as root or set "

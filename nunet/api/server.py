@@ -111,10 +111,12 @@ def build_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _make_handler(route))
-    openapi = _encoder.encode(build_openapi())
+    openapi: list[bytes] = []  # built on first request: schema generation costs start-up time
 
     async def serve_openapi(_request: web.Request) -> web.Response:
-        return web.Response(body=openapi, content_type="application/json")
+        if not openapi:
+            openapi.append(_encoder.encode(build_openapi()))
+        return web.Response(body=openapi[0], content_type="application/json")
 
     app.router.add_get(OPENAPI_PATH, serve_openapi)
     return app

@@ -111,7 +111,10 @@ class Onboarding:
 
     def onboard(self, capacity: Capacity) -> Metadata:
         if self._load() is not None:
-            raise AlreadyOnboarded("already onboarded; use resource_config to change the capacity")
+            raise AlreadyOnboarded(
+                "already onboarded; change the capacity with ResourceConfig "
+                "(`nunet onboard --update`)"
+            )
         machine = self._machine()
         resources = validate_capacity(capacity, machine)
         now = self._clock()

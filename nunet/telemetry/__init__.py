@@ -1,1 +1,2 @@
-"""Telemetry: structured logs now; tracing, metrics and exporters come with the observability issue."""
+"""Telemetry: structured logs now; tracing, metrics and exporters come with the observability
+issue."""

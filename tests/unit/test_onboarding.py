@@ -152,7 +152,7 @@ def test_already_onboarded() -> None:
     before = state.raw
     with pytest.raises(AlreadyOnboarded) as err:
         ob.onboard(cap(cpu=3))
-    assert "resource_config" in err.value.message
+    assert "nunet onboard --update" in err.value.message
     assert state.raw == before
 
 

@@ -1,0 +1,1 @@
+"""Wire formats shared by the transport: stream framing (`nunet.wire.framing`)."""
