@@ -30,6 +30,11 @@ def _scalar(key: str, value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int) and key.endswith("_bytes"):
         return human_bytes(value)
+    if isinstance(value, int | float) and key.endswith("_at") and value > 0:
+        import datetime
+
+        stamp = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
+        return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
     if isinstance(value, float):
         return f"{value:g}"
     if value is None or value == "":
