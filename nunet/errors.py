@@ -202,3 +202,27 @@ class NodeUnreachable(NunetError):
 
     code = "node_unreachable"
     http_status = 503
+
+
+# --- network ----------------------------------------------------------------------------------
+
+
+class PeerUnreachable(BrokenResourceError):
+    """No connection to the peer could be made or kept."""
+
+    code = "peer_unreachable"
+    http_status = 502
+
+
+class RequestTimeout(NunetError):
+    """A request to a peer got no reply in time."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class RemoteError(NunetError):
+    """The peer answered a request with an error."""
+
+    code = "remote_error"
+    http_status = 502
