@@ -17,6 +17,9 @@ from typing import Any
 
 import msgspec
 
+from nunet.node.sysfs import read_int as _read_int
+from nunet.node.sysfs import read_text as _read
+
 _VENDORS = {
     "0x10de": "NVIDIA",
     "0x1002": "AMD",
@@ -175,17 +178,3 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _read_int(path: Path) -> int:
-    try:
-        return max(0, int(_read(path) or 0))
-    except ValueError:
-        return 0

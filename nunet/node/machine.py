@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from nunet.node.gpu import GPUInfo, detect_gpus
+from nunet.node.sysfs import read_int as _read_int
+from nunet.node.sysfs import read_text as _read
 
 _T = TypeVar("_T")
 
@@ -250,17 +252,3 @@ def _float(text: str | None) -> float:
     except ValueError:
         return 0.0
     return value if math.isfinite(value) and value > 0 else 0.0
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _read_int(path: Path) -> int:
-    try:
-        return max(0, int(_read(path) or 0))
-    except ValueError:
-        return 0

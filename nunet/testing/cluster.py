@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
+
+from nunet.cli.client import ApiClient
+from nunet.errors import NunetError
 
 READY_TIMEOUT_S = 20.0
 
@@ -39,7 +42,13 @@ class CliResult(msgspec.Struct):
 
 
 class NodeProcess:
-    def __init__(self, root: Path, name: str = "node", passphrase: str = "nunet-test") -> None:
+    """One node. With `use_socket`, the test drives it through a unix socket, which works across
+    network namespaces (a node started with an `ip netns exec` prefix is unreachable on TCP)."""
+
+    def __init__(
+        self, root: Path, name: str = "node", passphrase: str = "nunet-test",
+        *, use_socket: bool = False,
+    ) -> None:
         self.name = name
         self.home = root / name
         self.rest_port = free_port()
@@ -49,6 +58,10 @@ class NodeProcess:
         self.extra_env: dict[str, str] = {}
         # e.g. ["ip", "netns", "exec", NAME] to run the node inside a network namespace
         self.prefix: list[str] = []
+        # Short and outside the test's tmp dir: unix socket paths are limited to 107 bytes.
+        self.socket = (
+            f"{tempfile.gettempdir()}/nunet-{secrets.token_hex(4)}.sock" if use_socket else ""
+        )
 
     @property
     def dir_flags(self) -> list[str]:
@@ -65,6 +78,8 @@ class NodeProcess:
         # Keep the nodes off any dms_config.json lying in the caller's directories.
         env["XDG_CONFIG_HOME"] = str(self.home / "xdg")
         env["HOME"] = str(self.home)
+        if self.socket:
+            env["DMS_REST_UNIX_SOCKET"] = self.socket
         env.update(self.extra_env)
         return env
 
@@ -80,16 +95,13 @@ class NodeProcess:
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Seconds from now until /health answers; raises if the process dies first."""
         t0 = time.perf_counter()
-        url = f"http://127.0.0.1:{self.rest_port}/health"
+        api = ApiClient("127.0.0.1", self.rest_port, self.socket, timeout=1.0)
         while time.perf_counter() - t0 < timeout:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            with (
-                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-                urllib.request.urlopen(url, timeout=1) as reply,
-            ):
-                if reply.status == 200:
-                    return time.perf_counter() - t0
+            with contextlib.suppress(NunetError):
+                api.get("/health")
+                return time.perf_counter() - t0
             time.sleep(0.005)
         raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
 
