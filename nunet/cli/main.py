@@ -245,22 +245,19 @@ def offboard(ctx: click.Context, force: bool) -> None:
     click.echo("offboarded")
 
 
-@cli.command()
-@config_options
-@json_option
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Onboarding status and resources (DMS Status)."""
-    emit(client(ctx).get(f"{API}/onboarding/status"), as_json)
+def _read_command(group: click.Group, name: str, path: str, help_text: str) -> None:
+    """A command that GETs `path` from the node and prints the reply."""
+
+    @group.command(name, help=help_text)
+    @config_options
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, as_json: bool) -> None:
+        emit(client(ctx).get(f"{API}{path}"), as_json)
 
 
-@cli.command()
-@config_options
-@json_option
-@click.pass_context
-def info(ctx: click.Context, as_json: bool) -> None:
-    """The running node's DID, version and uptime."""
-    emit(client(ctx).get(f"{API}/node/info"), as_json)
+_read_command(cli, "status", "/onboarding/status", "Onboarding status and resources (DMS Status).")
+_read_command(cli, "info", "/node/info", "The running node's DID, version and uptime.")
 
 
 @cli.command()
@@ -279,22 +276,8 @@ def peers() -> None:
     """This node's peers."""
 
 
-@peers.command("self")
-@config_options
-@json_option
-@click.pass_context
-def peers_self(ctx: click.Context, as_json: bool) -> None:
-    """This node as a peer (DID, listen addresses)."""
-    emit(client(ctx).get(f"{API}/peers/self"), as_json)
-
-
-@peers.command("list")
-@config_options
-@json_option
-@click.pass_context
-def peers_list(ctx: click.Context, as_json: bool) -> None:
-    """Connected peers."""
-    emit(client(ctx).get(f"{API}/peers/list"), as_json)
+_read_command(peers, "self", "/peers/self", "This node as a peer (DID, listen addresses).")
+_read_command(peers, "list", "/peers/list", "Connected peers.")
 
 
 # --- wallet --------------------------------------------------------------------------------------
