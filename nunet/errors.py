@@ -128,6 +128,62 @@ class ForbiddenCaller(SecurityError):
     code = "forbidden"
 
 
+class NotYetValid(SecurityError):
+    """A token used before its not-before time (beyond the allowed clock skew)."""
+
+    code = "not_yet_valid"
+
+
+class MalformedToken(CapabilityError):
+    """Bytes where a capability token should be that are not one: garbage, a bad DID or path,
+    a non-canonical encoding."""
+
+    code = "malformed_token"
+
+
+class TokenTooLarge(CapabilityError):
+    """The tokens presented together exceed the size limit; refused before decoding."""
+
+    code = "token_too_large"
+
+
+class ChainTooDeep(CapabilityError):
+    """A delegation chain longer than the global limit or a link's own depth limit."""
+
+    code = "chain_too_deep"
+
+
+class BrokenChain(CapabilityError):
+    """Links that do not join: issuer is not the parent's audience, subject changes, the
+    parent is no delegation, or a proof is missing or does not match its hash."""
+
+    code = "broken_chain"
+
+
+class CapabilityEscalation(CapabilityError):
+    """A delegation claims more than its parent grants: capabilities, topics or time."""
+
+    code = "capability_escalation"
+
+
+class UntrustedRoot(CapabilityError):
+    """A chain whose root issuer is not a trust anchor of the verifier."""
+
+    code = "untrusted_root"
+
+
+class WrongAudience(CapabilityError):
+    """A token presented to, or by, someone it was not addressed to."""
+
+    code = "wrong_audience"
+
+
+class WrongIssuer(CapabilityError):
+    """A token presented by someone other than its issuer where the issuer must present it."""
+
+    code = "wrong_issuer"
+
+
 # --- keys -------------------------------------------------------------------------------------
 
 
@@ -225,4 +281,11 @@ class RemoteError(NunetError):
     """The peer answered a request with an error."""
 
     code = "remote_error"
+    http_status = 502
+
+
+class PeerIdentityMismatch(PeerUnreachable, SecurityError):
+    """The peer at an address proved a different DID than the one we dialed it for."""
+
+    code = "peer_identity_mismatch"
     http_status = 502

@@ -54,3 +54,6 @@ framing = native_twins("framing")
 def _native() -> Any:
     """`native(NAME)`: the compiled module, for tests that compare it with its twin directly."""
     return import_native
+dedup = native_twins("dedup")
+kernels = native_twins("kernels")
+ucan_verify = native_twins("ucan_verify")

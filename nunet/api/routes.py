@@ -15,8 +15,17 @@ from typing import Any
 import msgspec
 
 from nunet import __version__
+from nunet.net.qos.core import PeerScore
 from nunet.node.machine import MachineInfo
-from nunet.node.node import RESOURCE_KINDS, Handle, Node, NodeInfo, PeerInfo
+from nunet.node.node import (
+    RESOURCE_KINDS,
+    DhtInfo,
+    Handle,
+    Node,
+    NodeInfo,
+    PeerInfo,
+    PingReply,
+)
 from nunet.node.onboarding import Capacity, Metadata, Status
 from nunet.node.resources import Resources
 
@@ -46,6 +55,14 @@ class WalletReply(msgspec.Struct, frozen=True):
     address: str
     mnemonic: str
     derivation_path: str
+
+
+class ConnectRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    address: str
+
+
+class PingRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    did: str
 
 
 class Done(msgspec.Struct, frozen=True):
@@ -113,6 +130,22 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", f"{API_PREFIX}/peers/list", "Connected peers",
         lambda node, _b, _p: node.peers(), list[PeerInfo],
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/peers/connect", "Dial a peer by multiaddr",
+        lambda node, body, _p: node.connect(body.address), PeerInfo, body=ConnectRequest,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/peers/ping", "Round-trip time to a peer",
+        lambda node, body, _p: node.ping(body.did), PingReply, body=PingRequest,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/peers/dht", "The DHT routing table and statistics",
+        lambda node, _b, _p: node.dht(), DhtInfo,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/peers/score", "QoS scores of the probed peers",
+        lambda node, _b, _p: node.scores(), dict[str, PeerScore],
     ),
     Route(
         "POST", f"{API_PREFIX}/onboarding/onboard", "Onboard a capacity (DMS Onboard)",

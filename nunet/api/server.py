@@ -21,6 +21,7 @@ from aiohttp import web
 from nunet.api.guard import refusal
 from nunet.api.openapi import OPENAPI_PATH, build_openapi
 from nunet.api.routes import ROUTES, ErrorBody, ErrorReply, Route
+from nunet.codec import DECODE_ERRORS
 from nunet.errors import BrokenResourceError, ForbiddenCaller, NotFound, NunetError, ValidationError
 from nunet.node.node import Node
 
@@ -83,7 +84,7 @@ async def _decode_body(request: web.Request, body_type: type) -> object:
         message, _, where = str(exc).partition(" - at `$")
         path = where.rstrip("`").lstrip(".") or None
         raise ValidationError(message, path=path) from None
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise ValidationError(f"request body is not valid JSON: {exc}") from None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from nunet import errors
+from nunet.codec import DECODE_ERRORS
 from nunet.errors import NodeUnreachable, NunetError
 
 TIMEOUT_S = 30.0
@@ -21,8 +22,12 @@ class _UnixConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -68,7 +73,7 @@ class ApiClient:
             conn.close()
         try:
             decoded = msgspec.json.decode(data) if data else None
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             raise NodeUnreachable(
                 f"{self.where} answered with something that is not a nunet node (HTTP "
                 f"{response.status})"

@@ -278,6 +278,30 @@ def peers() -> None:
 
 _read_command(peers, "self", "/peers/self", "This node as a peer (DID, listen addresses).")
 _read_command(peers, "list", "/peers/list", "Connected peers.")
+_read_command(peers, "dht", "/peers/dht", "The DHT routing table and lookup statistics.")
+_read_command(peers, "score", "/peers/score", "QoS scores: RTT, availability, 0-100 score.")
+
+
+@peers.command(
+    "connect", epilog="\b\nExample:\n  nunet peers connect /ip4/10.0.0.7/udp/9000/quic-v1"
+)
+@click.argument("address")
+@config_options
+@json_option
+@click.pass_context
+def peers_connect(ctx: click.Context, address: str, as_json: bool) -> None:
+    """Dial a peer by its multiaddr (optionally ending /p2p/DID)."""
+    emit(client(ctx).post(f"{API}/peers/connect", {"address": address}), as_json)
+
+
+@peers.command("ping")
+@click.argument("did")
+@config_options
+@json_option
+@click.pass_context
+def peers_ping(ctx: click.Context, did: str, as_json: bool) -> None:
+    """Round-trip time to a peer (looked up in the DHT when not connected)."""
+    emit(client(ctx).post(f"{API}/peers/ping", {"did": did}), as_json)
 
 
 # --- wallet --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 
+from nunet.codec import DECODE_ERRORS
 from nunet.config.schema import FIELD_KINDS, Config, FieldKind, decode_config, field_kind
 from nunet.errors import ConfigError
 from nunet.fsutil import write_atomic
@@ -32,6 +33,7 @@ _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _INT_TEXT: Final = re.compile(r"[+-]?[0-9]+")
 
 _Raw = dict[str, object]
+_LIST_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, RecursionError)
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -88,7 +90,13 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 # --- parsing --------------------------------------------------------------------------------------
 
 
-def _json_location(data: bytes, exc: msgspec.DecodeError) -> tuple[str, int]:
+def _json_location(data: bytes, exc: Exception) -> tuple[str, int]:
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return "invalid UTF-8", bad.start
+        return "invalid UTF-8", len(data)
     text = str(exc)
     found = re.search(r"\(byte (\d+)\)$", text)
     if found:
@@ -104,7 +112,7 @@ def parse_json(data: bytes, *, source: str | None = None) -> _Raw:
     prefix = f"{source}: " if source else ""
     try:
         obj = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         detail, offset = _json_location(data, exc)
         line = data.count(b"\n", 0, offset) + 1
         column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
@@ -143,7 +151,7 @@ def parse_text(kind: FieldKind, text: str, name: str) -> object:
         if stripped.startswith("["):
             try:
                 return msgspec.json.decode(stripped, type=list[str])
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            except _LIST_ERRORS:
                 raise ConfigError(
                     f"expected a JSON array of strings or a comma-separated list, got {text!r}",
                     path=name,

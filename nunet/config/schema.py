@@ -121,6 +121,10 @@ class P2PConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     bootstrap_peers: tuple[str, ...] = ()
     memory: int = 1024  # MiB
     fd: int = 512
+    # QoS single check (not in DMS): probe known peers every `qos_interval` seconds, a probe
+    # unanswered after `qos_deadline_ms` counts as a failure.
+    qos_interval: int = 30
+    qos_deadline_ms: int = 2000
 
     def __post_init__(self) -> None:
         for i, addr in enumerate(self.listen_address):
@@ -133,6 +137,8 @@ class P2PConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
                 )
         _check_int("p2p.memory", self.memory, 1)
         _check_int("p2p.fd", self.fd, 1)
+        _check_int("p2p.qos_interval", self.qos_interval, 1, 86400)
+        _check_int("p2p.qos_deadline_ms", self.qos_deadline_ms, 10, 60000)
 
 
 class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

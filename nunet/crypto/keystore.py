@@ -23,6 +23,7 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.utils
 
+from nunet.codec import DECODE_ERRORS
 from nunet.crypto.did import is_did
 from nunet.crypto.keys import SEED_SIZE, KeyPair
 from nunet.errors import (
@@ -228,7 +229,7 @@ class KeyStore:
 def _parse(path: Path, data: bytes) -> _Sealed:
     try:
         record = msgspec.json.decode(data, type=_KeyFile)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise KeyStoreError(f"{path}: corrupt key file: {exc}") from None
     if record.version != FILE_VERSION:
         raise KeyStoreError(f"{path}: unsupported key file version {record.version}")

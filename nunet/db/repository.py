@@ -20,6 +20,7 @@ from typing import Generic
 
 import msgspec
 
+from nunet.codec import DECODE_ERRORS
 from nunet.db.query import Page as Page
 from nunet.db.query import Query, T
 from nunet.db.store import Store
@@ -136,7 +137,7 @@ class Repository(Generic[T]):
     def _decode(self, key: bytes, raw: bytes) -> T:
         try:
             return self._decoder.decode(raw)
-        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        except DECODE_ERRORS as exc:  # msgspec.ValidationError is a DecodeError
             raise StoreError(
                 f"record {key.decode(errors='replace')!r} in {self.store.path} "
                 f"does not decode as {self.type.__name__}: {exc}"
@@ -162,7 +163,7 @@ class Singleton(Generic[T]):
             return None
         try:
             return self._decoder.decode(raw)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise StoreError(
                 f"record {self._key.decode()!r} in {self.store.path} "
                 f"does not decode as {self.type.__name__}: {exc}"

@@ -65,6 +65,7 @@ async def serve(
     on_ready: Callable[[Node], None] | None = None,
 ) -> None:
     from nunet.api.server import ApiServer
+    from nunet.net.stack import NetworkStack
 
     t0 = time.perf_counter()
     config = loaded.config
@@ -79,16 +80,18 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     store = Store.open(paths.db_path)
     try:
+        stack = NetworkStack(config.p2p, keypair)
         node = Node(
-            config=config, keypair=keypair, store=store, context=context, work_dir=paths.work_dir
+            config=config, keypair=keypair, store=store, context=context,
+            work_dir=paths.work_dir, network=stack,
         )
         api = ApiServer(node, config.rest.addr, config.rest.port, config.rest.unix_socket)
         async with asyncio.TaskGroup() as tg:
-            tasks = [await start_component(tg, api)]
+            tasks = [await start_component(tg, c) for c in [*stack.components(), api]]
             log.info(
-                "node ready in %.3f s: did=%s api=%s (config: %s)",
-                time.perf_counter() - t0, node.did, ", ".join(api.bound),
-                loaded.source or "embedded defaults",
+                "node ready in %.3f s: did=%s p2p=%s api=%s (config: %s)",
+                time.perf_counter() - t0, node.did, ", ".join(stack.advertised()) or "-",
+                ", ".join(api.bound), loaded.source or "embedded defaults",
             )
             if on_ready is not None:
                 on_ready(node)

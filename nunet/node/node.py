@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -20,10 +21,16 @@ from nunet.config.schema import Config
 from nunet.crypto.keys import KeyPair
 from nunet.db.repository import Singleton
 from nunet.db.store import Store
-from nunet.errors import ValidationError
+from nunet.errors import ClosedResourceError, ValidationError
+from nunet.net.dht.core import DhtStats
+from nunet.net.dht.service import DhtSnapshot
 from nunet.node.machine import MachineInfo, detect_machine
 from nunet.node.onboarding import Capacity, Location, Metadata, Onboarding, OnboardingState, Status
 from nunet.node.resources import Resources
+
+if TYPE_CHECKING:
+    from nunet.net.qos.core import PeerScore
+    from nunet.net.stack import NetworkStack
 
 ROOT_INBOX = "root"
 RESOURCE_KINDS = ("onboarded", "free", "allocated")
@@ -50,6 +57,16 @@ class PeerInfo(msgspec.Struct, frozen=True):
     addresses: tuple[str, ...] = ()
 
 
+class PingReply(msgspec.Struct, frozen=True):
+    did: str
+    rtt_ms: float
+
+
+class DhtInfo(msgspec.Struct, frozen=True):
+    table: DhtSnapshot
+    stats: DhtStats
+
+
 class NodeInfo(msgspec.Struct, frozen=True):
     did: str
     context: str
@@ -70,9 +87,11 @@ class Node:
         store: Store,
         context: str,
         work_dir: Path,
+        network: NetworkStack | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.net = network
         self.keypair = keypair
         self.store = store
         self.context = context
@@ -123,13 +142,48 @@ class Node:
             listen_addresses=tuple(self.config.p2p.listen_address),
         )
 
-    # --- peers: the network issue fills these in ---------------------------------------------
+    # --- peers (DMS /dms/node/peers/*) -----------------------------------------------------------
+
+    def _stack(self) -> NetworkStack:
+        if self.net is None:
+            raise ClosedResourceError("this node runs without a network")
+        return self.net
 
     def peer_self(self) -> PeerInfo:
-        return PeerInfo(did=self.did, addresses=tuple(self.config.p2p.listen_address))
+        if self.net is None:
+            return PeerInfo(did=self.did, addresses=tuple(self.config.p2p.listen_address))
+        return PeerInfo(did=self.did, addresses=self.net.advertised())
 
     def peers(self) -> list[PeerInfo]:
-        return []
+        if self.net is None:
+            return []
+        network = self.net.network
+        return [
+            PeerInfo(did=did, addresses=network.known_addresses(did))
+            for did in sorted(network.connected())
+        ]
+
+    async def connect(self, address: str) -> PeerInfo:
+        stack = self._stack()
+        did = await stack.dht.connect(address)
+        return PeerInfo(did=did, addresses=stack.network.known_addresses(did))
+
+    async def ping(self, did: str) -> PingReply:
+        from nunet.crypto.did import public_key_from_did
+
+        public_key_from_did(did)  # a malformed DID is the caller's error, not "unreachable"
+        stack = self._stack()
+        if did not in stack.network.connected() and not stack.network.known_addresses(did):
+            await stack.dht.find_peer(did)
+        seconds = await stack.qos.ping(did)
+        return PingReply(did=did, rtt_ms=round(seconds * 1000, 3))
+
+    def dht(self) -> DhtInfo:
+        stack = self._stack()
+        return DhtInfo(table=stack.dht.routing_table_snapshot(), stats=stack.dht.stats())
+
+    def scores(self) -> dict[str, PeerScore]:
+        return self._stack().qos.scores()
 
     # --- onboarding (DMS names: Onboard, GetMetadata, Status, ResourceConfig, Offboard) --------
 

@@ -56,6 +56,8 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.home / "node.log"
         self.extra_env: dict[str, str] = {}
+        # An ephemeral loopback port unless told otherwise (a netns host listens on its own IP).
+        self.listen = "/ip4/127.0.0.1/udp/0/quic-v1"
         # e.g. ["ip", "netns", "exec", NAME] to run the node inside a network namespace
         self.prefix: list[str] = []
         # Short and outside the test's tmp dir: unix socket paths are limited to 107 bytes.
@@ -78,6 +80,7 @@ class NodeProcess:
         # Keep the nodes off any dms_config.json lying in the caller's directories.
         env["XDG_CONFIG_HOME"] = str(self.home / "xdg")
         env["HOME"] = str(self.home)
+        env["DMS_P2P_LISTEN_ADDRESS"] = self.listen
         if self.socket:
             env["DMS_REST_UNIX_SOCKET"] = self.socket
         env.update(self.extra_env)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from nunet.errors import PeerUnreachable, RemoteError, RequestTimeout
+from nunet.errors import LocalProtocolError, PeerUnreachable, RemoteError, RequestTimeout
 from nunet.net.api import (
     MAX_PAYLOAD,
     DatagramHandler,
@@ -23,6 +23,8 @@ from nunet.net.api import (
 )
 
 log = logging.getLogger("nunet.testing.memnet")
+
+_FIRST_PROTOCOL_KIND = 0x10  # below: the transport's own frames (nunet/net/kinds.py)
 
 
 def mem_addr(did: str) -> str:
@@ -116,8 +118,7 @@ class MemoryNetwork:
                 listener(did, False)
 
     async def send(self, did: str, kind: int, payload: bytes) -> None:
-        if len(payload) > MAX_PAYLOAD:
-            raise PeerUnreachable(f"payload of {len(payload)} bytes is over the limit")
+        _check(kind, payload)
         target = self._ensure(did)
         self._hub.messages_sent += 1
         delay = self._hub.delay(self._did, did)
@@ -141,6 +142,7 @@ class MemoryNetwork:
             log.exception("message handler for kind %#x failed", kind)
 
     async def request(self, did: str, kind: int, payload: bytes, timeout: float) -> bytes:
+        _check(kind, payload)
         target = self._ensure(did)
         self._hub.messages_sent += 2
         try:
@@ -167,9 +169,11 @@ class MemoryNetwork:
         return reply
 
     def on_message(self, kind: int, handler: MessageHandler) -> None:
+        _check_kind(kind)
         self._messages[kind] = handler
 
     def on_request(self, kind: int, handler: RequestHandler) -> None:
+        _check_kind(kind)
         self._requests[kind] = handler
 
     def on_peer(self, listener: PeerListener) -> None:
@@ -199,7 +203,21 @@ class MemoryNetwork:
         self._datagram_handlers.append(handler)
 
 
-def _check(net: MemoryNetwork) -> None:
+def _check_kind(kind: int) -> None:
+    if type(kind) is not int or not _FIRST_PROTOCOL_KIND <= kind <= 0xFF:
+        raise LocalProtocolError(f"message kind must be an int in 0x10..0xff, not {kind!r}")
+
+
+def _check(kind: int, payload: bytes) -> None:
+    """The caller's mistakes, refused as the QUIC transport refuses them."""
+    _check_kind(kind)
+    if len(payload) > MAX_PAYLOAD:
+        raise LocalProtocolError(
+            f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit"
+        )
+
+
+def _check_network(net: MemoryNetwork) -> None:
     """Static check that MemoryNetwork satisfies the Network protocol."""
     from nunet.net.api import Network
 

@@ -86,8 +86,13 @@ class Host:
 
     def block(self, other: Host) -> None:
         """Drop everything this host receives from `other`."""
+        self.drop(f"ip saddr {other.ip}")
+
+    def drop(self, match: str) -> None:
+        """Drop what this host receives that matches an nftables expression
+        (e.g. `ip saddr 10.77.1.2 udp dport 9001`)."""
         self._ensure_table()
-        self._nft(f"add rule inet {_NFT_TABLE} input ip saddr {other.ip} drop\n")
+        self._nft(f"add rule inet {_NFT_TABLE} input {match} drop\n")
 
     def clear_impairments(self) -> None:
         if shutil.which("nft") is not None:

@@ -164,3 +164,10 @@ async def test_unexpected_error_is_a_plain_500(client: TestClient[Any, Any], nod
     assert "secret internals" not in text
     assert "Traceback" not in text
     assert (await reply.json())["error"]["code"] == "internal"
+
+
+async def test_invalid_utf8_body_is_a_validation_error(client: TestClient[Any, Any]) -> None:
+    reply = await client.post("/api/v1/onboarding/onboard", data=b'{"cpu": "\xff"}',
+                              headers={"Content-Type": "application/json"})
+    assert reply.status == 400
+    assert (await reply.json())["error"]["code"] == "validation_error"
