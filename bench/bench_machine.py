@@ -162,6 +162,8 @@ def _openblas_threads() -> Callable[[int], None] | None:
 
 
 def _cpu(ctx: BenchContext, k: Any) -> Iterator[Metric]:
+    import os
+
     import numpy as np
 
     from nunet.benchmark.measure import parallel, split
@@ -173,9 +175,10 @@ def _cpu(ctx: BenchContext, k: Any) -> Iterator[Metric]:
     a, b = np.full((MATMUL_N, MATMUL_N), 0.5), np.full((MATMUL_N, MATMUL_N), 0.25)
     c = np.empty_like(a)
     flops = 2.0 * MATMUL_N**3
+    work = [np.empty(k.MATMUL_WORK) for _ in range(os.cpu_count() or 1)]  # as nunet bench does
 
     def ours() -> int:
-        k.matmul(a, b, c)
+        k.matmul(a, b, c, 0, -1, work[0])
         return 1
 
     def theirs() -> int:
@@ -207,8 +210,6 @@ def _cpu(ctx: BenchContext, k: Any) -> Iterator[Metric]:
             yield from _primes(ctx, k)
 
     if ctx.wants("benchmark.cpu.gflops.all"):
-        import os
-
         threads = len(os.sched_getaffinity(0))
         n = max(1024, 128 * threads)
         big_a, big_b = np.full((n, n), 0.5), np.full((n, n), 0.25)
@@ -216,7 +217,7 @@ def _cpu(ctx: BenchContext, k: Any) -> Iterator[Metric]:
         shares = [split(n, threads, t, multiple=6) for t in range(threads)]
 
         def ours_all() -> int:
-            parallel(lambda t: k.matmul(big_a, big_b, big_c, *shares[t]), threads)
+            parallel(lambda t: k.matmul(big_a, big_b, big_c, *shares[t], work[t]), threads)
             return 1
 
         def theirs_all() -> int:

@@ -16,6 +16,7 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
     "framing_decode.svg": ([], [sys.executable, str(HERE / "profile_framing.py")]),
     "framing_decode_native.svg": (["--native"], [sys.executable, str(HERE / "profile_framing.py")]),
     "node_startup.svg": ([], [sys.executable, str(HERE / "profile_startup.py"), "20"]),
+    "transport_receive.svg": ([], [sys.executable, str(HERE / "profile_transport.py"), "5"]),
     "bench_quick.svg": (["--threads"], [sys.executable, str(HERE / "profile_bench.py"), "2"]),
 }
 

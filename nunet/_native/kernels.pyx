@@ -14,7 +14,9 @@ Why the code is shaped so:
 - The matrix multiply is the classic blocked GEMM (Goto/BLIS): B packed in KC x NC panels (L3),
   A in MC x KC blocks (L2), and a 6 x 8 register-blocked micro-kernel that keeps 12 four-double
   accumulators in registers and issues two FMAs per broadcast. That is what OpenBLAS does; the
-  bench (`bench/bench_machine.py`) holds it to numpy's OpenBLAS on the same machine.
+  bench (`bench/bench_machine.py`) holds it to numpy's OpenBLAS on the same machine. The packed
+  panels live in a caller's `work` buffer when given: allocating and faulting in 4 MiB per call
+  cost several percent at n = 512.
 - The clock kernel is a chain of dependent adds behind an empty `asm volatile` so the compiler
   can neither fold nor reorder them: one add per cycle on any core, whatever the listed MHz.
 - The integer, STREAM, pointer-chasing and disk loops are plain Cython over raw pointers; the
@@ -131,7 +133,7 @@ cdef extern from *:
         __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
         __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
         for (int64_t k = 0; k < kc; k++) {
-            __m256d b0 = _mm256_load_pd(bp), b1 = _mm256_load_pd(bp + 4), a;
+            __m256d b0 = _mm256_loadu_pd(bp), b1 = _mm256_loadu_pd(bp + 4), a;
             a = _mm256_broadcast_sd(ap + 0);
             c00 = _mm256_fmadd_pd(a, b0, c00);
             c01 = _mm256_fmadd_pd(a, b1, c01);
@@ -228,22 +230,26 @@ cdef extern from *:
         }
     }
 
-    /* C[m x n] = A[m x k] @ B[k x n] with row strides lda, ldb, ldc. 0, or -1 out of memory. */
+    /* + 8: room to align a caller's buffer to 64 bytes */
+    #define NK_WORK (NK_MC * NK_KC + NK_KC * NK_NC + 8)
+
+    /* C[m x n] = A[m x k] @ B[k x n] with row strides lda, ldb, ldc; `work` holds NK_WORK
+       doubles for the packed panels (NULL: allocated here). 0, or -1 out of memory. */
     static int nk_gemm(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda,
-                       const double *b, int64_t ldb, double *c, int64_t ldc) {
+                       const double *b, int64_t ldb, double *c, int64_t ldc, double *work) {
         if (m == 0 || n == 0) return 0;
         if (k == 0) {
             for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, sizeof(double) * n);
             return 0;
         }
-        double *ap = aligned_alloc(64, sizeof(double) * NK_MC * NK_KC);
-        double *bp = aligned_alloc(64, sizeof(double) * NK_KC * NK_NC);
-        double tile[NK_MR * NK_NR];
-        if (!ap || !bp) {
-            free(ap);
-            free(bp);
-            return -1;
+        double *owned = NULL;
+        if (work == NULL) {
+            owned = work = aligned_alloc(64, sizeof(double) * NK_WORK);
+            if (work == NULL) return -1;
         }
+        double *ap = (double *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
+        double *bp = ap + NK_MC * NK_KC;
+        double tile[NK_MR * NK_NR];
         for (int64_t jc = 0; jc < n; jc += NK_NC) {
             int64_t nc = n - jc < NK_NC ? n - jc : NK_NC;
             for (int64_t pc = 0; pc < k; pc += NK_KC) {
@@ -272,8 +278,7 @@ cdef extern from *:
                 }
             }
         }
-        free(ap);
-        free(bp);
+        free(owned);
         return 0;
     }
     """
@@ -281,8 +286,9 @@ cdef extern from *:
     void nk_init()
     uint64_t nk_clock_chain(uint64_t iters, uint64_t step) nogil
     double nk_fma_peak(uint64_t iters, double mul, double add) nogil
+    enum: NK_WORK
     int nk_gemm(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda,
-                const double *b, int64_t ldb, double *c, int64_t ldc) nogil
+                const double *b, int64_t ldb, double *c, int64_t ldc, double *work) nogil
 
 nk_init()
 
@@ -290,6 +296,7 @@ CLOCK_CHAIN = 100
 INT_OPS = 32
 FMA_LANES = 48
 LINE_WORDS = 8
+MATMUL_WORK = NK_WORK
 
 cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef uint64_t _INT_MUL = 0x9E3779B97F4A7C15ULL
@@ -389,9 +396,14 @@ def fma_peak(iters, double mul, double add):
 
 
 def matmul(const double[:, ::1] a, const double[:, ::1] b, double[:, ::1] c,
-           Py_ssize_t start=0, Py_ssize_t stop=-1):
+           Py_ssize_t start=0, Py_ssize_t stop=-1, double[::1] work=None):
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    cdef double *scratch = NULL
     cdef int rc
+    if work is not None:
+        if work.shape[0] < NK_WORK:
+            raise LocalProtocolError(f"work holds {work.shape[0]} doubles, fewer than {NK_WORK}")
+        scratch = &work[0]
     if b.shape[0] != k or c.shape[0] != m or c.shape[1] != n:
         raise LocalProtocolError(
             f"shapes do not multiply: {(m, k)} @ {(b.shape[0], n)} -> {(c.shape[0], c.shape[1])}"
@@ -404,7 +416,7 @@ def matmul(const double[:, ::1] a, const double[:, ::1] b, double[:, ::1] c,
         return
     with nogil:
         rc = nk_gemm(stop - start, n, k, &a[0, 0] + start * k if k else NULL, k,
-                     &b[0, 0] if k else NULL, n, &c[start, 0], n)
+                     &b[0, 0] if k else NULL, n, &c[start, 0], n, scratch)
     if rc != 0:
         raise MemoryError("matmul: no memory for the packing buffers")
 

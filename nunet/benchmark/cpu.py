@@ -78,11 +78,12 @@ def _matmul(ctx: StageContext, suffix: str, threads: int) -> Result:
         size = max(size, ctx.plan.matmul_rows * threads)
     a, b, c = (_matrix(ctx, size, value) for value in (0.5, 0.25, 0.0))
     shares = [split(size, threads, t, multiple=_MR) for t in range(threads)]
+    scratch = [memoryview(bytearray(8 * k.MATMUL_WORK)).cast("d") for _ in range(threads)]
 
     def share(t: int, calls: int) -> None:
         lo, hi = shares[t]
         for _ in range(calls):
-            k.matmul(a, b, c, lo, hi)
+            k.matmul(a, b, c, lo, hi, scratch[t])
 
     calls = calibrate(lambda r: share(0, r), ctx.plan.sample_s)
     gflop = 2.0 * size**3 * calls / 1e9 / threads  # one thread's share

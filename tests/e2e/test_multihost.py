@@ -128,7 +128,11 @@ def test_added_delay_shows_in_rtt(fleet: Fleet) -> None:
         h4.drop(f"ip saddr {h1.ip} udp sport {PORT} udp dport {PORT + 1}")
         late.prefix = h4.exec_prefix
         late.listen = f"/ip4/0.0.0.0/udp/{PORT + 1}/quic-v1"
-        late.extra_env["BOOTSTRAP_PEERS"] = f"/ip4/{h1.ip}/udp/9100/quic-v1"
+        late.extra_env.update({
+            "BOOTSTRAP_PEERS": f"/ip4/{h1.ip}/udp/9100/quic-v1",
+            "DMS_P2P_QOS_INTERVAL": "1",
+            "DMS_P2P_QOS_DEADLINE_MS": "500",
+        })
         late.start()
         late.wait_ready()
         done = late.cli("peers", "ping", fleet.dids[1], "--json", timeout=30)

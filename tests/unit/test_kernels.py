@@ -289,3 +289,17 @@ def test_fma_peak_differential(
 ) -> None:
     ours, spec = native("kernels").fma_peak(iters, mul, add), reference.fma_peak(iters, mul, add)
     assert math.isclose(ours, spec, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_matmul_reuses_a_callers_work_buffer(kernels: ModuleType) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((9, 7)), rng.standard_normal((7, 10))
+    # Deliberately misaligned: the kernel aligns the packed panels itself.
+    raw = np.zeros(kernels.MATMUL_WORK + 1)
+    work = raw[1:]
+    for _ in range(2):
+        c = np.zeros((9, 10))
+        kernels.matmul(a, b, c, 0, -1, work)
+        np.testing.assert_allclose(c, a @ b, rtol=1e-12)
+    with pytest.raises(LocalProtocolError, match="work"):
+        kernels.matmul(a, b, np.zeros((9, 10)), 0, -1, np.zeros(kernels.MATMUL_WORK - 1))

@@ -43,6 +43,7 @@ CLOCK_CHAIN: int = 100
 INT_OPS: int = 32
 FMA_LANES: int = 48
 LINE_WORDS: int = 8  # uint64 words per 64-byte cache line
+MATMUL_WORK: int = 96 * 256 + 256 * 2048 + 8  # doubles of packing space the compiled GEMM uses
 
 _MASK = (1 << 64) - 1
 _INT_CHAINS = 8
@@ -158,9 +159,15 @@ def fma_peak(iters: int, mul: float, add: float) -> float:
     return total
 
 
-def matmul(a: Any, b: Any, c: Any, start: int = 0, stop: int = -1) -> None:
+def matmul(
+    a: Any, b: Any, c: Any, start: int = 0, stop: int = -1, work: Any | None = None
+) -> None:
     """Rows `start:stop` of `c = a @ b` (`stop=-1`: to the end); a is m x k, b k x n, c m x n,
-    all C-contiguous 2-D float64. Other rows of c are left alone."""
+    all C-contiguous 2-D float64. Other rows of c are left alone. `work`, at least
+    `MATMUL_WORK` float64, is scratch space a caller may reuse across calls (one per thread);
+    without it the compiled kernel allocates its own each call."""
+    if work is not None and len(_view(work, "d", "work", writable=True)) < MATMUL_WORK:
+        raise LocalProtocolError(f"work holds fewer than {MATMUL_WORK} doubles")
     av = _view(a, "d", "a", writable=False, ndim=2)
     bv = _view(b, "d", "b", writable=False, ndim=2)
     cv = _view(c, "d", "c", writable=True, ndim=2)

@@ -66,6 +66,7 @@ _REPLY_OK = 0
 _REPLY_ERROR = 1
 _REPLY_NO_HANDLER = 2
 _REPLY_BUSY = 3
+_STATUS = [bytes((status,)) for status in range(4)]
 _T = TypeVar("_T")
 _REGISTRY = frozenset(
     v for k, v in vars(kinds).items() if k.isupper() and type(v) is int and 0 <= v <= 0xFF
@@ -479,9 +480,12 @@ class QuicNetwork:
             self.session_activity(conn)
 
     def _on_closed(self, conn: Connection, event: Closed) -> None:
-        _fail(conn.outcome, event.error)
+        error = event.error  # what callers see: always a PeerUnreachable (api.py)
+        if not isinstance(error, PeerUnreachable):
+            error = PeerUnreachable(f"connection closed: {error}")
+        _fail(conn.outcome, error)
         for waiter in conn.write_waiters:
-            _fail(waiter, event.error)
+            _fail(waiter, error)
         conn.write_waiters = []
         conn.endpoint.schedule(conn)
         did = conn.session.peer_did
@@ -506,11 +510,11 @@ class QuicNetwork:
                 peer.dial = self._spawn_dial(peer, wait_first=True)
         else:
             for future in peer.pending.values():
-                _fail(future, event.error)
+                _fail(future, error)
             peer.pending.clear()
             peer.resend = []
             for accept_waiter in peer.accept_waiters:
-                _fail(accept_waiter, event.error)
+                _fail(accept_waiter, error)
             peer.accept_waiters.clear()
         if peer.connected:
             peer.connected = False
@@ -541,8 +545,7 @@ class QuicNetwork:
             task = asyncio.get_running_loop().create_task(
                 self._serve(peer, handler, payload[5:], rid)
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.add(task)  # `_serve` takes itself out when done
 
     async def _serve(
         self, peer: _Peer, handler: RequestHandler, body: memoryview, rid: bytes
@@ -550,16 +553,28 @@ class QuicNetwork:
         status, reply = _REPLY_ERROR, b""
         try:
             result = await handler(peer.did, body)
-            if not isinstance(result, bytes | bytearray | memoryview):
-                raise TypeError(f"request handler returned {type(result).__name__}, not bytes")
+            if type(result) is not bytes:
+                if not isinstance(result, bytearray | memoryview):
+                    raise TypeError(f"request handler returned {type(result).__name__}, not bytes")
+                result = bytes(result)
             if len(result) > MAX_PAYLOAD - 5:
                 raise ValueError(f"reply of {len(result)} bytes is over the limit")
-            status, reply = _REPLY_OK, bytes(result)
+            status, reply = _REPLY_OK, result
         except Exception as exc:
             self.metrics["handler_errors"] += 1
             reply = f"{type(exc).__name__}: {exc}".encode()[:4096]
         finally:
             peer.inbound -= 1
+            self._tasks.discard(asyncio.current_task())
+        conn = peer.conn
+        while conn is not None and conn.session.pending_bytes >= self._limits.send_buffer:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            conn.write_waiters.append(waiter)
+            try:
+                await waiter
+            except PeerUnreachable:
+                break  # the connection closed: `_reply` counts the reply as dropped
+            conn = peer.conn
         self._reply(peer, rid, status, reply)
 
     def _reply(self, peer: _Peer, rid: bytes, status: int, body: bytes) -> None:
@@ -567,9 +582,7 @@ class QuicNetwork:
         if conn is None:
             self.metrics["replies_dropped"] += 1
             return
-        # Replies skip backpressure: they answer the peer's own requests, at most
-        # max_inbound_requests of them at a time.
-        conn.session.queue(kinds.REPLY, rid + bytes((status,)) + body)
+        conn.session.queue(kinds.REPLY, b"".join((rid, _STATUS[status], body)))
         if not conn.scheduled:
             conn.endpoint.schedule(conn)
 
