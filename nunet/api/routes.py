@@ -15,10 +15,12 @@ from typing import Any
 import msgspec
 
 from nunet import __version__
+from nunet.net.hello import HeardPeer
 from nunet.net.qos.core import PeerScore
 from nunet.node.machine import MachineInfo
 from nunet.node.node import (
     RESOURCE_KINDS,
+    Announced,
     DhtInfo,
     Handle,
     Node,
@@ -146,6 +148,14 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", f"{API_PREFIX}/peers/score", "QoS scores of the probed peers",
         lambda node, _b, _p: node.scores(), dict[str, PeerScore],
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/peers/hello", "Announce this node on /nunet/hello now",
+        lambda node, _b, _p: node.announce(), Announced,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/peers/heard", "Nodes heard on /nunet/hello",
+        lambda node, _b, _p: node.heard(), list[HeardPeer],
     ),
     Route(
         "POST", f"{API_PREFIX}/onboarding/onboard", "Onboard a capacity (DMS Onboard)",

@@ -280,6 +280,16 @@ _read_command(peers, "self", "/peers/self", "This node as a peer (DID, listen ad
 _read_command(peers, "list", "/peers/list", "Connected peers.")
 _read_command(peers, "dht", "/peers/dht", "The DHT routing table and lookup statistics.")
 _read_command(peers, "score", "/peers/score", "QoS scores: RTT, availability, 0-100 score.")
+_read_command(peers, "heard", "/peers/heard", "Nodes heard announcing themselves on /nunet/hello.")
+
+
+@peers.command("hello")
+@config_options
+@json_option
+@click.pass_context
+def peers_hello(ctx: click.Context, as_json: bool) -> None:
+    """Announce this node on the /nunet/hello gossip topic now (it also does every 5 minutes)."""
+    emit(client(ctx).post(f"{API}/peers/hello"), as_json)
 
 
 @peers.command(

@@ -17,6 +17,7 @@ from nunet.config.schema import P2PConfig
 from nunet.crypto.keys import KeyPair
 from nunet.net.dht.service import DhtService
 from nunet.net.gossip.service import GossipService
+from nunet.net.hello import HelloService
 from nunet.net.qos.service import QosService
 from nunet.net.quic import QuicNetwork, parse_addr
 
@@ -64,6 +65,7 @@ class NetworkStack:
             self.network, keypair, bootstrap=bootstrap_peers(p2p), advertise=self.advertised
         )
         self.gossip = GossipService(self.network, keypair)
+        self.hello = HelloService(self.network, self.gossip, self.advertised)
         self.qos = QosService(
             self.network, interval=float(p2p.qos_interval), deadline=p2p.qos_deadline_ms / 1000
         )
@@ -72,4 +74,4 @@ class NetworkStack:
         return advertised(self.network.listen_addrs())
 
     def components(self) -> list[Component]:
-        return [self.network, self.dht, self.gossip, self.qos]
+        return [self.network, self.dht, self.gossip, self.hello, self.qos]

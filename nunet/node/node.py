@@ -24,6 +24,7 @@ from nunet.db.store import Store
 from nunet.errors import ClosedResourceError, ValidationError
 from nunet.net.dht.core import DhtStats
 from nunet.net.dht.service import DhtSnapshot
+from nunet.net.hello import HeardPeer
 from nunet.node.machine import MachineInfo, detect_machine
 from nunet.node.onboarding import Capacity, Location, Metadata, Onboarding, OnboardingState, Status
 from nunet.node.resources import Resources
@@ -60,6 +61,10 @@ class PeerInfo(msgspec.Struct, frozen=True):
 class PingReply(msgspec.Struct, frozen=True):
     did: str
     rtt_ms: float
+
+
+class Announced(msgspec.Struct, frozen=True):
+    message_id: str
 
 
 class DhtInfo(msgspec.Struct, frozen=True):
@@ -184,6 +189,12 @@ class Node:
 
     def scores(self) -> dict[str, PeerScore]:
         return self._stack().qos.scores()
+
+    def announce(self) -> Announced:
+        return Announced(message_id=self._stack().hello.announce().hex())
+
+    def heard(self) -> list[HeardPeer]:
+        return self._stack().hello.heard()
 
     # --- onboarding (DMS names: Onboard, GetMetadata, Status, ResourceConfig, Offboard) --------
 

@@ -90,6 +90,14 @@ def test_discovery_restart_and_partition(fleet: Fleet) -> None:
         assert fleet.ping(4, j - 1) is not None, fleet.nodes[4].log()
     _wait_for(lambda: fleet.ping(1, 3) is not None, what="n1 reaches n3")
 
+    # Gossip reaches everyone: each node's hello is heard by all the others.
+    for node in fleet.nodes:
+        assert node.cli("peers", "hello").code == 0
+    everyone = set(fleet.dids)
+    for i, node in enumerate(fleet.nodes):
+        _wait_for(lambda node=node, i=i: _heard(node) >= everyone - {fleet.dids[i]},
+                  what=f"n{i} hears every hello")
+
     # A killed node is noticed, and rejoins when it comes back.
     fleet.nodes[2].kill()
     assert fleet.ping(0, 2) is None
@@ -148,6 +156,12 @@ def test_added_delay_shows_in_rtt(fleet: Fleet) -> None:
         relay.wait()
         if relay.stdout is not None:
             relay.stdout.close()
+
+
+def _heard(node: NodeProcess) -> set[str]:
+    heard = node.cli("peers", "heard", "--json").json()
+    assert isinstance(heard, list)
+    return {p["did"] for p in heard}
 
 
 def _ewma(node: NodeProcess, did: str) -> float:
