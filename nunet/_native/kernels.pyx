@@ -328,6 +328,97 @@ cdef Py_ssize_t _same_length(list lengths) except -1:
     return lengths[0]
 
 
+# Buffers in, as the twin checks them: a wrong type, shape or a read-only buffer where one is
+# written is the caller's bug, LocalProtocolError with the twin's message (not Cython's ValueError).
+_BAD = (ValueError, TypeError, BufferError)
+
+
+cdef str _need(str what, str fmt, int ndim, bint writable):
+    return (f"{what} must be a {'writable, ' if writable else ''}contiguous {ndim}-D buffer "
+            f"of {fmt!r}")
+
+
+cdef double[::1] _doubles(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "d", 1, True)) from None
+
+
+cdef const double[::1] _doubles_ro(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "d", 1, False)) from None
+
+
+cdef double[:, ::1] _matrix(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "d", 2, True)) from None
+
+
+cdef const double[:, ::1] _matrix_ro(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "d", 2, False)) from None
+
+
+cdef uint64_t[::1] _words(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "Q", 1, True)) from None
+
+
+cdef const uint64_t[::1] _words_ro(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "Q", 1, False)) from None
+
+
+cdef int64_t[::1] _int64s(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "q", 1, True)) from None
+
+
+cdef unsigned char[::1] _bytes(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "B", 1, True)) from None
+
+
+cdef const unsigned char[::1] _bytes_ro(object obj, str what) except *:
+    try:
+        if obj is None:  # a typed memoryview would take None as an empty view
+            raise TypeError
+        return obj
+    except _BAD:
+        raise LocalProtocolError(_need(what, "B", 1, False)) from None
+
+
 def simd():
     return nk_simd_name.decode()
 
@@ -395,15 +486,19 @@ def fma_peak(iters, double mul, double add):
     return out
 
 
-def matmul(const double[:, ::1] a, const double[:, ::1] b, double[:, ::1] c,
-           Py_ssize_t start=0, Py_ssize_t stop=-1, double[::1] work=None):
+def matmul(a_in, b_in, c_in, Py_ssize_t start=0, Py_ssize_t stop=-1, work=None):
+    cdef const double[:, ::1] a = _matrix_ro(a_in, "a")
+    cdef const double[:, ::1] b = _matrix_ro(b_in, "b")
+    cdef double[:, ::1] c = _matrix(c_in, "c")
+    cdef double[::1] scratch_view
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
     cdef double *scratch = NULL
     cdef int rc
     if work is not None:
-        if work.shape[0] < NK_WORK:
-            raise LocalProtocolError(f"work holds {work.shape[0]} doubles, fewer than {NK_WORK}")
-        scratch = &work[0]
+        scratch_view = _doubles(work, "work")
+        if scratch_view.shape[0] < NK_WORK:
+            raise LocalProtocolError(f"work holds fewer than {NK_WORK} doubles")
+        scratch = &scratch_view[0]
     if b.shape[0] != k or c.shape[0] != m or c.shape[1] != n:
         raise LocalProtocolError(
             f"shapes do not multiply: {(m, k)} @ {(b.shape[0], n)} -> {(c.shape[0], c.shape[1])}"
@@ -424,7 +519,8 @@ def matmul(const double[:, ::1] a, const double[:, ::1] b, double[:, ::1] c,
 # --- memory ---------------------------------------------------------------------------------------
 
 
-def fill(double[::1] dst, double value):
+def fill(dst_in, double value):
+    cdef double[::1] dst = _doubles(dst_in, "dst")
     cdef Py_ssize_t i, n = dst.shape[0]
     cdef double *d = &dst[0] if n else NULL
     with nogil:
@@ -432,10 +528,12 @@ def fill(double[::1] dst, double value):
             d[i] = value
 
 
-def stream_copy(double[::1] dst, const double[::1] src):
+def stream_copy(dst_in, src_in):
     # What gcc -O3 makes of STREAM's copy loop: a libc memmove, whose non-temporal stores on
     # large sizes skip the write-allocate reads. A plain loop here would rate the machine lower
     # than the STREAM binary everyone compares with.
+    cdef double[::1] dst = _doubles(dst_in, "dst")
+    cdef const double[::1] src = _doubles_ro(src_in, "src")
     cdef Py_ssize_t n = _same_length([dst.shape[0], src.shape[0]])
     if n == 0:
         return
@@ -445,7 +543,9 @@ def stream_copy(double[::1] dst, const double[::1] src):
         memmove(d, s, n * sizeof(double))
 
 
-def stream_scale(double[::1] dst, const double[::1] src, double scalar):
+def stream_scale(dst_in, src_in, double scalar):
+    cdef double[::1] dst = _doubles(dst_in, "dst")
+    cdef const double[::1] src = _doubles_ro(src_in, "src")
     cdef Py_ssize_t i, n = _same_length([dst.shape[0], src.shape[0]])
     if n == 0:
         return
@@ -456,7 +556,10 @@ def stream_scale(double[::1] dst, const double[::1] src, double scalar):
             d[i] = scalar * s[i]
 
 
-def stream_add(double[::1] dst, const double[::1] a, const double[::1] b):
+def stream_add(dst_in, a_in, b_in):
+    cdef double[::1] dst = _doubles(dst_in, "dst")
+    cdef const double[::1] a = _doubles_ro(a_in, "a")
+    cdef const double[::1] b = _doubles_ro(b_in, "b")
     cdef Py_ssize_t i, n = _same_length([dst.shape[0], a.shape[0], b.shape[0]])
     if n == 0:
         return
@@ -468,7 +571,10 @@ def stream_add(double[::1] dst, const double[::1] a, const double[::1] b):
             d[i] = x[i] + y[i]
 
 
-def stream_triad(double[::1] dst, const double[::1] b, const double[::1] c, double scalar):
+def stream_triad(dst_in, b_in, c_in, double scalar):
+    cdef double[::1] dst = _doubles(dst_in, "dst")
+    cdef const double[::1] b = _doubles_ro(b_in, "b")
+    cdef const double[::1] c = _doubles_ro(c_in, "c")
     cdef Py_ssize_t i, n = _same_length([dst.shape[0], b.shape[0], c.shape[0]])
     if n == 0:
         return
@@ -480,8 +586,9 @@ def stream_triad(double[::1] dst, const double[::1] b, const double[::1] c, doub
             d[i] = x[i] + scalar * y[i]
 
 
-def chase_build(uint64_t[::1] buf, seed):
+def chase_build(buf_in, seed):
     cdef uint64_t state = _count(seed, "seed"), r
+    cdef uint64_t[::1] buf = _words(buf_in, "buf")
     cdef Py_ssize_t words = buf.shape[0], lines, i, j
     if words == 0 or words % LINE_WORDS:
         raise LocalProtocolError(f"buf length must be a non-zero multiple of {LINE_WORDS}")
@@ -499,8 +606,9 @@ def chase_build(uint64_t[::1] buf, seed):
             p[j * 8] = tmp
 
 
-def chase(const uint64_t[::1] buf, steps, Py_ssize_t start=0):
+def chase(buf_in, steps, Py_ssize_t start=0):
     cdef uint64_t n = _count(steps, "steps"), s
+    cdef const uint64_t[::1] buf = _words_ro(buf_in, "buf")
     cdef Py_ssize_t words = buf.shape[0]
     if not 0 <= start < words:
         raise LocalProtocolError(f"start {start} is outside the buffer")
@@ -526,19 +634,26 @@ cdef object _os_error(int err, str what):
     return OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def disk_seq(int fd, buf, offset, nbytes, bint write):
+cdef const unsigned char *_io_buffer(object buf, bint write, Py_ssize_t *size,
+                                     list keep) except? NULL:
+    """The raw bytes of `buf` (read-only is enough to write from it); `keep` holds the view."""
     cdef const unsigned char[::1] ro
     cdef unsigned char[::1] rw
-    cdef const unsigned char *data
-    cdef Py_ssize_t block
     if write:
-        ro = buf
-        block = ro.shape[0]
-        data = &ro[0] if block else NULL
-    else:
-        rw = buf
-        block = rw.shape[0]
-        data = &rw[0] if block else NULL
+        ro = _bytes_ro(buf, "buf")
+        keep.append(ro)
+        size[0] = ro.shape[0]
+        return &ro[0] if ro.shape[0] else NULL
+    rw = _bytes(buf, "buf")
+    keep.append(rw)
+    size[0] = rw.shape[0]
+    return &rw[0] if rw.shape[0] else NULL
+
+
+def disk_seq(int fd, buf, offset, nbytes, bint write):
+    cdef Py_ssize_t block = 0
+    cdef list keep = []
+    cdef const unsigned char *data = _io_buffer(buf, write, &block, keep)
     cdef uint64_t off = _count(offset, "offset"), total = _count(nbytes, "nbytes"), done = 0
     cdef Py_ssize_t part
     cdef ssize_t got = 0
@@ -563,20 +678,11 @@ def disk_seq(int fd, buf, offset, nbytes, bint write):
     return done
 
 
-def disk_random(int fd, buf, nblocks, duration_ns, max_ops, bint write, seed,
-                int64_t[::1] lat_ns):
-    cdef const unsigned char[::1] ro
-    cdef unsigned char[::1] rw
-    cdef const unsigned char *data
-    cdef Py_ssize_t block
-    if write:
-        ro = buf
-        block = ro.shape[0]
-        data = &ro[0] if block else NULL
-    else:
-        rw = buf
-        block = rw.shape[0]
-        data = &rw[0] if block else NULL
+def disk_random(int fd, buf, nblocks, duration_ns, max_ops, bint write, seed, lat_in):
+    cdef Py_ssize_t block = 0
+    cdef list keep = []
+    cdef const unsigned char *data = _io_buffer(buf, write, &block, keep)
+    cdef int64_t[::1] lat_ns = _int64s(lat_in, "lat_ns")
     cdef uint64_t blocks = _count(nblocks, "nblocks"), limit = _count(duration_ns, "duration_ns")
     cdef uint64_t most = _count(max_ops, "max_ops"), state = _count(seed, "seed"), ops = 0
     cdef uint64_t offset = 0

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from nunet import __version__
+from nunet.benchmark.service import routes as benchmark_routes
 from nunet.net.hello import HeardPeer
 from nunet.net.qos.core import PeerScore
 from nunet.node.machine import MachineInfo
@@ -192,4 +193,5 @@ ROUTES: tuple[Route, ...] = (
         lambda node, _b, params: node.resources(params["kind"]), Resources,
         path_params={"kind": RESOURCE_KINDS},
     ),
+    *(Route(*row) for row in benchmark_routes(API_PREFIX)),
 )

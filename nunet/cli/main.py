@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from nunet import __version__
+from nunet.cli.bench_cmd import bench
 from nunet.cli.options import client, config_file, config_options, json_option, load
 from nunet.cli.output import emit
 from nunet.errors import NodeUnreachable, NunetError
@@ -224,15 +225,24 @@ def _parse_gpus(text: str) -> list[dict[str, float]]:
 @click.option("--gpus", default="", help="GPUs to offer: INDEX:VRAM_GIB,...")
 @click.option("--no-gpu", is_flag=True, help="offer no GPU")
 @click.option("--update", is_flag=True, help="change the capacity of an onboarded node")
+@click.option("--no-bench", is_flag=True,
+              help="skip the quick benchmark run when no recent one is stored")
 @config_options
 @json_option
 @click.pass_context
 def onboard(ctx: click.Context, cpu: float, ram: float, disk: float, gpus: str, no_gpu: bool,
-            update: bool, as_json: bool) -> None:
-    """Offer part of this machine to the network (DMS Onboard / ResourceConfig)."""
+            update: bool, no_bench: bool, as_json: bool) -> None:
+    """Offer part of this machine to the network (DMS Onboard / ResourceConfig).
+
+    A first onboarding runs the quick machine benchmark (`nunet bench --quick`, ~5 s) when the
+    node has no recent result, so matching uses measured figures; `--no-bench` skips it."""
     body = {"cpu": cpu, "ram": ram, "disk": disk, "gpus": _parse_gpus(gpus), "no_gpu": no_gpu}
     path = "resource-config" if update else "onboard"
     emit(client(ctx).post(f"{API}/onboarding/{path}", body), as_json)
+    if not (update or no_bench):
+        from nunet.cli.bench_cmd import ensure_recent_benchmark
+
+        ensure_recent_benchmark(ctx)
 
 
 @cli.command()
@@ -347,6 +357,9 @@ def completion(shell: str) -> None:
     comp_cls = get_completion_class(shell)
     assert comp_cls is not None
     click.echo(comp_cls(cli, {}, "nunet", "_NUNET_COMPLETE").source())
+
+
+cli.add_command(bench)
 
 
 # --- entry point ---------------------------------------------------------------------------------

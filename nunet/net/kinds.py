@@ -15,5 +15,6 @@ ACTOR = 0x20  # actor envelopes (actors issue)
 DHT = 0x30
 GOSSIP = 0x40
 QOS = 0x50
+BENCH = 0x60  # `nunet bench` network stage: echo and upload probes
 
-PROTOCOL_KINDS = frozenset({PING, ACTOR, DHT, GOSSIP, QOS})
+PROTOCOL_KINDS = frozenset({PING, ACTOR, DHT, GOSSIP, QOS, BENCH})

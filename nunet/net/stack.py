@@ -22,6 +22,7 @@ from nunet.net.qos.service import QosService
 from nunet.net.quic import QuicNetwork, parse_addr
 
 if TYPE_CHECKING:
+    from nunet.benchmark.service import BenchmarkService
     from nunet.node.daemon import Component
 
 _WILDCARDS = {"0.0.0.0", "::"}
@@ -69,6 +70,14 @@ class NetworkStack:
         self.qos = QosService(
             self.network, interval=float(p2p.qos_interval), deadline=p2p.qos_deadline_ms / 1000
         )
+
+    def serve_benchmark(self, service: BenchmarkService) -> None:
+        """Answer peers' `nunet bench` probes and let ours measure the peers we know."""
+        from nunet.benchmark.network import measure_peers, serve_echo
+        from nunet.net import kinds
+
+        serve_echo(self.network, kinds.BENCH)
+        service.network_probe = lambda: measure_peers(self.network, kinds.BENCH)
 
     def advertised(self) -> tuple[str, ...]:
         return advertised(self.network.listen_addrs())

@@ -85,6 +85,7 @@ async def serve(
             config=config, keypair=keypair, store=store, context=context,
             work_dir=paths.work_dir, network=stack,
         )
+        stack.serve_benchmark(node.benchmark)
         api = ApiServer(node, config.rest.addr, config.rest.port, config.rest.unix_socket)
         async with asyncio.TaskGroup() as tg:
             tasks = [await start_component(tg, c) for c in [*stack.components(), api]]

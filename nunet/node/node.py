@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from nunet import __version__
+from nunet.benchmark.service import BenchmarkService
 from nunet.config.schema import Config
 from nunet.crypto.keys import KeyPair
 from nunet.db.repository import Singleton
@@ -103,6 +104,7 @@ class Node:
         self.work_dir = work_dir
         self._clock = clock
         self.started_at = clock()
+        self.benchmark = BenchmarkService(store, work_dir, clock=clock)
         self._machine: MachineInfo | None = None
         self._machine_at = 0.0
         general = config.general

@@ -25,7 +25,7 @@ def test_identity_onboarding_and_clean_restart(node: NodeProcess) -> None:
     assert did.startswith("did:key:z6Mk")
     assert node.cli("key", "did", "dms").stdout.strip() == did
 
-    done = node.cli("onboard", *_fifth(node), "--json")
+    done = node.cli("onboard", *_fifth(node), "--no-bench", "--json")
     assert done.code == 0, done.stderr
     status = node.cli("status", "--json").json()
     assert status["onboarded"] is True  # type: ignore[index]

@@ -139,10 +139,30 @@ def test_stream_kernels_refuse_unequal_lengths(
         call(kernels)
 
 
-@pytest.mark.parametrize("bad", [array.array("f", [1.0]), array.array("q", [1]), b"12345678"])
-def test_stream_kernels_refuse_wrong_types(kernels: ModuleType, bad: object) -> None:
-    with pytest.raises((LocalProtocolError, ValueError, TypeError, BufferError)):
-        kernels.stream_copy(bad, array.array("d", [1.0]))
+@pytest.mark.parametrize("bad", [array.array("f", [1.0]), array.array("q", [1]), b"12345678",
+                                 "text", None, np.zeros((1, 1))])
+def test_kernels_refuse_wrong_buffers_alike(kernels: ModuleType, bad: object) -> None:
+    good = array.array("d", [1.0])
+    with pytest.raises(LocalProtocolError, match=r"^dst must be a writable, contiguous 1-D buffer "
+                       r"of 'd'$"):
+        kernels.stream_copy(bad, good)
+    with pytest.raises(LocalProtocolError, match=r"^src must be a contiguous 1-D buffer of 'd'$"):
+        kernels.stream_copy(good, bad)
+
+
+def test_read_only_outputs_and_strided_inputs_are_refused(kernels: ModuleType) -> None:
+    frozen = np.zeros(4)
+    frozen.flags.writeable = False
+    with pytest.raises(LocalProtocolError, match="writable"):
+        kernels.fill(frozen, 1.0)
+    with pytest.raises(LocalProtocolError, match="contiguous 2-D buffer of 'd'"):
+        kernels.matmul(np.zeros((4, 4))[:, ::2], np.zeros((2, 2)), np.zeros((4, 2)))
+    with pytest.raises(LocalProtocolError, match=r"^buf must be a contiguous 1-D buffer of 'Q'$"):
+        kernels.chase(array.array("d", [0.0] * 8), 1)
+    with pytest.raises(LocalProtocolError, match=r"^lat_ns must be a writable"):
+        kernels.disk_random(0, bytearray(8), 1, 1, 1, False, 1, array.array("d", [0.0]))
+    with pytest.raises(LocalProtocolError, match=r"^buf must be a writable"):
+        kernels.disk_seq(0, b"read-only", 0, 1, False)  # reading into bytes
 
 
 def test_negative_counts_are_refused(kernels: ModuleType) -> None:

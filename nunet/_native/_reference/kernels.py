@@ -77,22 +77,20 @@ _FORMATS = {"d": (("d",), 8), "Q": (("Q", "L"), 8), "q": (("q", "l"), 8), "B": (
 
 
 def _view(obj: Any, fmt: str, what: str, *, writable: bool, ndim: int = 1) -> Any:
+    need = (f"{what} must be a {'writable, ' if writable else ''}contiguous {ndim}-D buffer "
+            f"of {fmt!r}")
     try:
         view = memoryview(obj)
-    except TypeError as exc:
-        raise LocalProtocolError(f"{what} must be a buffer, not {type(obj).__name__}") from exc
+    except TypeError:
+        raise LocalProtocolError(need) from None
     if (
         view.format.lstrip("@=") not in _FORMATS[fmt][0]
         or view.itemsize != _FORMATS[fmt][1]
         or view.ndim != ndim
         or not view.c_contiguous
+        or (writable and view.readonly)
     ):
-        raise LocalProtocolError(
-            f"{what} must be a contiguous {ndim}-D buffer of {fmt!r}, got format "
-            f"{view.format!r} with {view.ndim} dimension(s)"
-        )
-    if writable and view.readonly:
-        raise LocalProtocolError(f"{what} must be writable")
+        raise LocalProtocolError(need)
     return view
 
 
