@@ -1,4 +1,4 @@
-"""`make demo`: start a node on embedded defaults, onboard it, show it through the CLI, stop it.
+"""`make demo`: two nodes on embedded defaults find each other; one onboards; both stop cleanly.
 
 Everything runs in a throw-away directory with free loopback ports, through the real `nunet`
 command, so the demo is exactly what a user would type.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from nunet.testing.cluster import NodeProcess
 
@@ -33,27 +34,44 @@ def _fifth_of_machine(node: NodeProcess) -> tuple[str, str, str]:
     return str(cpu), str(ram), str(disk)
 
 
+def _json_step(node: NodeProcess, *args: str) -> Any:
+    result = node.cli(*args, "--json")
+    if result.code != 0:
+        raise SystemExit(f"demo failed: `nunet {' '.join(args)}` exited {result.code}")
+    return result.json()
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nunet-demo-") as tmp:
-        node = NodeProcess(Path(tmp), "demo")
-        print(f"starting a node in {node.home} (API on 127.0.0.1:{node.rest_port}) ...")
-        node.start()
+        alice = NodeProcess(Path(tmp), "alice")
+        bob = NodeProcess(Path(tmp), "bob")
+        nodes = [alice, bob]
+        print(f"starting alice in {alice.home} (API on 127.0.0.1:{alice.rest_port}) ...")
+        alice.start()
         try:
-            ready = node.wait_ready()
-            print(f"node ready after {ready:.3f} s")
-            _step(node, "its identity", "peers", "self")
-            _step(node, "what the machine has", "resources", "machine")
-            cpu, ram, disk = _fifth_of_machine(node)
-            _step(node, "offer a fifth", "onboard", "--cpu", cpu, "--ram", ram, "--disk", disk)
-            _step(node, "onboarding status", "status")
-            _step(node, "free resources", "resources", "free")
-            _step(node, "peers (none yet: networking comes next)", "peers", "list")
-            _step(node, "withdraw", "offboard")
+            print(f"alice ready after {alice.wait_ready():.3f} s")
+            _step(alice, "alice's identity and p2p address", "peers", "self")
+            address = _json_step(alice, "peers", "self")["addresses"][0]
+            print(f"\nstarting bob with BOOTSTRAP_PEERS={address} ...")
+            bob.extra_env["BOOTSTRAP_PEERS"] = address
+            bob.start()
+            print(f"bob ready after {bob.wait_ready():.3f} s")
+            _step(alice, "what alice's machine has", "resources", "machine")
+            cpu, ram, disk = _fifth_of_machine(alice)
+            _step(alice, "offer a fifth of it (measures the machine first)", "onboard",
+                  "--cpu", cpu, "--ram", ram, "--disk", disk)
+            _step(alice, "onboarding status", "status")
+            _step(alice, "alice's peers: bob found her through the bootstrap address",
+                  "peers", "list")
+            alice_did = _json_step(alice, "peers", "self")["did"]
+            _step(bob, "bob pings alice over QUIC", "peers", "ping", alice_did)
+            _step(alice, "withdraw", "offboard")
         finally:
-            code = node.stop()
-        print(f"\nnode stopped with exit code {code}")
-        if code != 0:
-            print(node.log(), file=sys.stderr)
+            codes = [node.stop() for node in reversed(nodes)]
+        print(f"\nnodes stopped with exit codes {codes}")
+        if any(codes):
+            for node in nodes:
+                print(node.log(), file=sys.stderr)
             return 1
     return 0
 
