@@ -379,7 +379,11 @@ def _nunet_error(exc: BaseException) -> NunetError | None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="nunet", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; a declined confirmation is an Abort too.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            return EXIT_INTERRUPTED
         click.echo("aborted", err=True)
         return EXIT_USER
     except click.ClickException as exc:

@@ -146,3 +146,17 @@ def test_node_not_running(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "status", "--rest-port", "1")
     assert code == 3
     assert "node not running at 127.0.0.1:1" in err
+
+
+def test_ctrl_c_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nunet.cli import main as cli_main
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "client", interrupted)
+    code, _, err = run(capsys, "status")
+    assert code == 130
+    assert "interrupted" in err
