@@ -190,21 +190,6 @@ class BenchContext:
 # --- machine facts --------------------------------------------------------------------------------
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def _field(text: str, key: str) -> str | None:
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == key:
-            return value.strip()
-    return None
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -237,28 +222,20 @@ def _native_built() -> dict[str, bool]:
 
 
 def machine_facts() -> dict[str, object]:
-    """What a reader needs to judge the figures. The clock is the one the kernel lists
-    (/proc/cpuinfo or cpufreq): measuring it would cost more than this whole report."""
-    cpuinfo = _read("/proc/cpuinfo")
-    meminfo = _read("/proc/meminfo")
-    cur_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").strip()
-    if cur_khz.isdigit():
-        mhz: float | None = int(cur_khz) / 1000
-        mhz_source = "cpufreq scaling_cur_freq"
-    else:
-        listed = _field(cpuinfo, "cpu MHz")
-        mhz = float(listed) if listed else None
-        mhz_source = "listed in /proc/cpuinfo"
-    mem_kib = _field(meminfo, "MemTotal")
+    """What a reader needs to judge the figures, from the node's own machine detection. The clock
+    is the one the kernel lists: measuring it would cost more than this whole report."""
+    from nunet.node.machine import detect_machine
+
+    machine = detect_machine(Path.cwd())
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
-        "cpu_model": _field(cpuinfo, "model name") or platform.processor() or None,
-        "cpu_mhz": mhz,
-        "cpu_mhz_source": mhz_source,
-        "cores": os.cpu_count(),
+        "cpu_model": machine.cpu.model,
+        "cpu_mhz": machine.cpu.clock_mhz or None,
+        "cpu_mhz_source": "listed by the kernel (/proc/cpuinfo, else cpufreq)",
+        "cores": machine.cpu.threads,
         "cores_usable": len(affinity) if affinity is not None else None,
-        "ram_gib": round(int(mem_kib.split()[0]) / 2**20, 1) if mem_kib else None,
-        "kernel": platform.release(),
+        "ram_gib": round(machine.ram_bytes / 2**30, 1),
+        "kernel": machine.kernel,
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
