@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from nunet.node.daemon import Component
 
 _WILDCARDS = {"0.0.0.0", "::"}
+ADVERTISE_TTL_S = 30.0
 
 
 def interface_addresses(family: int) -> list[str]:
@@ -61,6 +63,7 @@ def bootstrap_peers(p2p: P2PConfig) -> tuple[str, ...]:
 
 class NetworkStack:
     def __init__(self, p2p: P2PConfig, keypair: KeyPair) -> None:
+        self._advertised: tuple[float, tuple[str, ...]] | None = None
         self.network = QuicNetwork(keypair, p2p.listen_address)
         self.dht = DhtService(
             self.network, keypair, bootstrap=bootstrap_peers(p2p), advertise=self.advertised
@@ -80,7 +83,15 @@ class NetworkStack:
         service.network_probe = lambda: measure_peers(self.network, kinds.BENCH)
 
     def advertised(self) -> tuple[str, ...]:
-        return advertised(self.network.listen_addrs())
+        # The DHT asks on every request it sends; interfaces change rarely, so ask the OS at
+        # most every ADVERTISE_TTL_S seconds.
+        now = time.monotonic()
+        if self._advertised is not None and now - self._advertised[0] <= ADVERTISE_TTL_S:
+            return self._advertised[1]
+        addrs = advertised(self.network.listen_addrs())
+        if addrs:  # nothing is cached before the transport listens
+            self._advertised = (now, addrs)
+        return addrs
 
     def components(self) -> list[Component]:
         return [self.network, self.dht, self.gossip, self.hello, self.qos]
