@@ -147,6 +147,8 @@ class NodeProcess:
                 self.proc.kill()
             self.proc.wait()
         self.proc = None
+        if self.socket:  # a killed node cannot remove its own socket file
+            Path(self.socket).unlink(missing_ok=True)
 
     def log(self) -> str:
         try:
