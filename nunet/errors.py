@@ -12,6 +12,8 @@ Rules (see ../shared/design/style.md, lesson 3):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class NunetError(Exception):
     """Root of every error nunet raises on purpose."""
@@ -54,6 +56,22 @@ class InvalidDID(ValidationError):
     code = "invalid_did"
 
 
+class EnsembleInvalid(ValidationError):
+    """An ensemble file with problems; `problems` holds every one (each a ValidationError with
+    its own `path`), so a user fixes the whole file in one pass."""
+
+    code = "ensemble_invalid"
+
+    def __init__(self, problems: Sequence[ValidationError]) -> None:
+        self.problems = tuple(problems) or (ValidationError("invalid ensemble"),)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        out["errors"] = [p.to_dict() for p in self.problems]
+        return out
+
+
 class NotFound(NunetError):
     code = "not_found"
     http_status = 404
@@ -62,6 +80,18 @@ class NotFound(NunetError):
 class AlreadyExists(NunetError):
     code = "already_exists"
     http_status = 409
+
+
+class IllegalTransition(NunetError):
+    """A lifecycle event that is not allowed in the current state (a bug or a stale message)."""
+
+    code = "illegal_transition"
+    http_status = 409
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        super().__init__(f"{machine}: event {event!r} is not allowed in state {state!r}")
+        self.state = state
+        self.event = event
 
 
 # --- protocol ---------------------------------------------------------------------------------
@@ -277,6 +307,13 @@ class RequestTimeout(NunetError):
     http_status = 504
 
 
+class InvokeTimeout(RequestTimeout):
+    """An invocation through the local API got no reply before its message expired (DMS: 408)."""
+
+    code = "invoke_timeout"
+    http_status = 408
+
+
 class RemoteError(NunetError):
     """The peer answered a request with an error."""
 
@@ -289,3 +326,151 @@ class PeerIdentityMismatch(PeerUnreachable, SecurityError):
 
     code = "peer_identity_mismatch"
     http_status = 502
+
+
+# --- executors --------------------------------------------------------------------------------
+
+
+class ExecutorError(NunetError):
+    """The container engine refused or failed an operation."""
+
+    code = "executor_error"
+
+
+class ExecutorUnavailable(ExecutorError):
+    """No engine answers (not installed, not started, socket not reachable)."""
+
+    code = "executor_unavailable"
+    http_status = 503
+
+
+class ImageNotFound(ExecutorError, NotFound):
+    """The image is not on this machine and could not be pulled."""
+
+    code = "image_not_found"
+    http_status = 404
+
+
+class ExecutionNotFound(ExecutorError, NotFound):
+    code = "execution_not_found"
+    http_status = 404
+
+
+class ExecutionExists(ExecutorError, AlreadyExists):
+    code = "execution_exists"
+    http_status = 409
+
+
+class ExecutionFailed(ExecutorError):
+    """An execution could not be created or started (bad command, bad mount, engine error)."""
+
+    code = "execution_failed"
+
+
+class GPUUnavailable(ExecutorError):
+    """GPUs were requested and this host cannot give them (no NVIDIA container runtime)."""
+
+    code = "gpu_unavailable"
+    http_status = 409
+
+
+# --- storage (volumes) ------------------------------------------------------------------------
+
+
+class StorageError(NunetError):
+    """A volume backend refused or failed an operation."""
+
+    code = "storage_error"
+    http_status = 502
+
+
+class UnsafePath(ValidationError):
+    """A volume name, key or path that would leave its volume: `..`, absolute, or a symlink."""
+
+    code = "unsafe_path"
+
+
+class VolumeNotFound(StorageError, NotFound):
+    """The volume (a local directory, an S3 bucket) does not exist."""
+
+    code = "volume_not_found"
+    http_status = 404
+
+
+class ObjectNotFound(StorageError, NotFound):
+    """No file or object, and nothing below it, under a key in an existing volume."""
+
+    code = "object_not_found"
+    http_status = 404
+
+
+class StorageDenied(StorageError, SecurityError):
+    """The backend refused our credentials or their permissions."""
+
+    code = "storage_denied"
+    http_status = 403
+
+
+class StorageUnreachable(StorageError, BrokenResourceError):
+    """The storage endpoint did not answer (refused, timed out, DNS)."""
+
+    code = "storage_unreachable"
+    http_status = 503
+
+
+class ReadOnlyVolume(StorageError):
+    """A write to a volume its spec marks read-only."""
+
+    code = "read_only_volume"
+    http_status = 409
+
+
+# --- actors -----------------------------------------------------------------------------------
+
+
+class EnvelopeExpired(ExpiredError):
+    """An actor envelope that arrived after its own expiry."""
+
+    code = "envelope_expired"
+
+
+class BadSender(SecurityError):
+    """An envelope whose sender is not proven: unsigned, and not the authenticated peer of the
+    session it came on (or not from a session at all)."""
+
+    code = "bad_sender"
+
+
+class RateLimited(NunetError):
+    """Too many messages in flight for a behaviour, a peer or a topic; try again later."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class ActorStopped(ClosedResourceError):
+    """The actor stopped: its pending calls fail with this."""
+
+    code = "actor_stopped"
+
+
+class RemoteActorError(RemoteError):
+    """An actor answered an invocation with an error; `remote_code` is the code it gave."""
+
+    code = "remote_actor_error"
+
+    def __init__(self, message: str = "", *, remote_code: str, path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.remote_code = remote_code
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        out["remote_code"] = self.remote_code
+        return out
+
+
+class SupervisionError(NunetError):
+    """A supervised child failed more often than its supervisor may restart it, or could not
+    be restarted: the failure goes up to the supervisor's own parent."""
+
+    code = "supervision_failed"

@@ -57,3 +57,34 @@ def _native() -> Any:
 dedup = native_twins("dedup")
 kernels = native_twins("kernels")
 ucan_verify = native_twins("ucan_verify")
+
+
+# --- docker -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The answering Docker engine's version; skips (with the reason) when none answers."""
+    import asyncio
+
+    from nunet.executor.docker import DockerExecutor
+
+    async def probe() -> Any:
+        executor = DockerExecutor()
+        try:
+            return await executor.available()
+        finally:
+            await executor.close()
+
+    availability = asyncio.run(probe())
+    if not availability.ok:
+        pytest.skip(f"no Docker engine answers: {availability.reason}")
+    return str(availability.version)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: str) -> str:
+    """`nunet-test/busybox:latest`, built from this machine's busybox-static when missing."""
+    from nunet.testing.images import ensure_busybox_image
+
+    return ensure_busybox_image()

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from nunet import __version__
+from nunet.actor.envelope import EnvelopeDoc, from_doc, to_doc
 from nunet.benchmark.service import routes as benchmark_routes
 from nunet.net.hello import HeardPeer
 from nunet.net.qos.core import PeerScore
@@ -22,12 +23,14 @@ from nunet.node.machine import MachineInfo
 from nunet.node.node import (
     RESOURCE_KINDS,
     Announced,
+    CapReload,
     DhtInfo,
     Handle,
     Node,
     NodeInfo,
     PeerInfo,
     PingReply,
+    Revoked,
 )
 from nunet.node.onboarding import Capacity, Metadata, Status
 from nunet.node.resources import Resources
@@ -68,6 +71,20 @@ class PingRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     did: str
 
 
+class CapReloadRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    context: str
+
+
+class RevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str  # the revocation's text form (`ucan1:...`)
+
+
+async def _revoke(node: Node, body: RevokeRequest, _params: Mapping[str, str]) -> Revoked:
+    from nunet.ucan import from_text
+
+    return await node.broadcast_revocation(from_text(body.token))
+
+
 class Done(msgspec.Struct, frozen=True):
     ok: bool = True
 
@@ -91,6 +108,21 @@ class Route:
     response: Any
     body: type | None = None
     path_params: Mapping[str, tuple[str, ...]] | None = None
+
+
+async def _actor_send(node: Node, body: EnvelopeDoc, _params: Mapping[str, str]) -> Done:
+    await node.actor_send(from_doc(body))
+    return Done()
+
+
+async def _actor_invoke(node: Node, body: EnvelopeDoc, _params: Mapping[str, str]) -> EnvelopeDoc:
+    return to_doc(await node.actor_invoke(from_doc(body)))
+
+
+async def _actor_broadcast(
+    node: Node, body: EnvelopeDoc, _params: Mapping[str, str]
+) -> list[EnvelopeDoc]:
+    return [to_doc(env) for env in await node.actor_broadcast(from_doc(body))]
 
 
 def _health(node: Node, _body: None, _params: Mapping[str, str]) -> Health:
@@ -125,6 +157,21 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", f"{API_PREFIX}/actor/handle", "The handle of this node's root actor",
         lambda node, _b, _p: node.handle(), Handle,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/actor/send",
+        "Deliver a signed envelope (fire and forget): to this node's actors, a peer, or a topic",
+        _actor_send, Done, body=EnvelopeDoc,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/actor/invoke",
+        "Deliver a signed invocation and wait for the reply envelope until it expires (408)",
+        _actor_invoke, EnvelopeDoc, body=EnvelopeDoc,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/actor/broadcast",
+        "Publish a signed envelope on its topic; the replies collected until it expires",
+        _actor_broadcast, list[EnvelopeDoc], body=EnvelopeDoc,
     ),
     Route(
         "GET", f"{API_PREFIX}/peers/self", "This node as a peer",
@@ -192,6 +239,17 @@ ROUTES: tuple[Route, ...] = (
         "GET", f"{API_PREFIX}/resources/{{kind}}", "Resources: onboarded, free or allocated",
         lambda node, _b, params: node.resources(params["kind"]), Resources,
         path_params={"kind": RESOURCE_KINDS},
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/cap/reload",
+        "Re-read a capability context after `nunet cap` changed it",
+        lambda node, body, _p: node.reload_capabilities(body.context), CapReload,
+        body=CapReloadRequest,
+    ),
+    Route(
+        "POST", f"{API_PREFIX}/cap/revoke",
+        "Apply a signed revocation and gossip it to every node (DMS /dms/cap/revoke/broadcast)",
+        _revoke, Revoked, body=RevokeRequest,
     ),
     *(Route(*row) for row in benchmark_routes(API_PREFIX)),
 )

@@ -12,7 +12,10 @@ from typing import Any
 import click
 
 from nunet import __version__
+from nunet.cli.actor_cmd import actor
 from nunet.cli.bench_cmd import bench
+from nunet.cli.cap_cmd import cap
+from nunet.cli.jobs_cmd import validate
 from nunet.cli.options import client, config_file, config_options, json_option, load
 from nunet.cli.output import emit
 from nunet.errors import NodeUnreachable, NunetError
@@ -360,6 +363,9 @@ def completion(shell: str) -> None:
 
 
 cli.add_command(bench)
+cli.add_command(validate)
+cli.add_command(cap)
+cli.add_command(actor)
 
 
 # --- entry point ---------------------------------------------------------------------------------

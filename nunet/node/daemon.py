@@ -14,12 +14,15 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nunet.config.loader import LoadedConfig
 from nunet.crypto.keystore import KeyStore
 from nunet.db.store import Store
 from nunet.node.node import Node
+
+if TYPE_CHECKING:
+    from nunet.ucan import TrustContext
 
 log = logging.getLogger("nunet.node")
 
@@ -37,7 +40,20 @@ class NodePaths:
         self.work_dir = Path(general.work_dir).expanduser()
         self.data_dir = Path(general.data_dir).expanduser()
         self.key_dir = self.user_dir / "key"
+        self.cap_dir = self.user_dir / "cap"
         self.db_path = self.data_dir / "db"
+
+
+def node_trust(cap_dir: Path, context: str, did: str) -> TrustContext:
+    """The node's capability context (`<user_dir>/cap/<context>.cap`), created on first start
+    trusting only the node's own DID; `nunet cap anchor -c <context>` extends it."""
+    from nunet.ucan import CapabilityStore, TrustContext
+
+    store = CapabilityStore.open(cap_dir, context, create=True)
+    trust = TrustContext(did=did, store=store)
+    if did not in trust.roots:
+        trust.add_root(did)
+    return trust
 
 
 async def start_component(tg: asyncio.TaskGroup, component: Component) -> asyncio.Task[None]:
@@ -64,8 +80,10 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Node], None] | None = None,
 ) -> None:
+    from nunet.actor.runtime import ActorSystem
     from nunet.api.server import ApiServer
     from nunet.net.stack import NetworkStack
+    from nunet.node import behaviors
 
     t0 = time.perf_counter()
     config = loaded.config
@@ -80,15 +98,20 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     store = Store.open(paths.db_path)
     try:
+        trust = node_trust(paths.cap_dir, context, keypair.did)
         stack = NetworkStack(config.p2p, keypair)
         node = Node(
             config=config, keypair=keypair, store=store, context=context,
-            work_dir=paths.work_dir, network=stack,
+            work_dir=paths.work_dir, network=stack, trust=trust,
         )
         stack.serve_benchmark(node.benchmark)
+        actors = ActorSystem(stack.network, keypair, trust, gossip=stack.gossip)
+        node.actors = actors
+        behaviors.register(actors.root, node)
         api = ApiServer(node, config.rest.addr, config.rest.port, config.rest.unix_socket)
         async with asyncio.TaskGroup() as tg:
-            tasks = [await start_component(tg, c) for c in [*stack.components(), api]]
+            components = [*stack.components(), actors, api]
+            tasks = [await start_component(tg, c) for c in components]
             log.info(
                 "node ready in %.3f s: did=%s p2p=%s api=%s (config: %s)",
                 time.perf_counter() - t0, node.did, ", ".join(stack.advertised()) or "-",

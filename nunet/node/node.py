@@ -8,6 +8,7 @@ of a later issue call the very same methods.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -17,41 +18,37 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from nunet import __version__
+from nunet.actor.handle import NO_HANDLE
+from nunet.actor.handle import ROOT_INBOX as ROOT_INBOX  # re-exported: older imports
+from nunet.actor.handle import Address as Address
+from nunet.actor.handle import Handle as Handle
 from nunet.benchmark.service import BenchmarkService
 from nunet.config.schema import Config
 from nunet.crypto.keys import KeyPair
 from nunet.db.repository import Singleton
 from nunet.db.store import Store
-from nunet.errors import ClosedResourceError, ValidationError
+from nunet.errors import ClosedResourceError, InvokeTimeout, ValidationError
 from nunet.net.dht.core import DhtStats
 from nunet.net.dht.service import DhtSnapshot
 from nunet.net.hello import HeardPeer
-from nunet.node.machine import MachineInfo, detect_machine
+from nunet.node.machine import MachineInfo, detect_disk, detect_machine
 from nunet.node.onboarding import Capacity, Location, Metadata, Onboarding, OnboardingState, Status
 from nunet.node.resources import Resources
 
 if TYPE_CHECKING:
+    from nunet.actor.envelope import Envelope
+    from nunet.actor.runtime import ActorSystem
     from nunet.net.qos.core import PeerScore
     from nunet.net.stack import NetworkStack
+    from nunet.ucan import TrustContext
 
-ROOT_INBOX = "root"
+MAX_ACTOR_WAIT_S = 300.0
+REVOKE_TOPIC = "/nunet/cap/revoke"
+REVOKE_BEHAVIOR = "/dms/cap/revoke/broadcast"
 RESOURCE_KINDS = ("onboarded", "free", "allocated")
 # Machine facts change rarely (hot-plugged disks, CPU frequency); re-detecting on every request
 # would cost ~ms of /proc and /sys reads, so they are cached briefly.
 MACHINE_CACHE_SECONDS = 30.0
-
-
-class Address(msgspec.Struct, frozen=True):
-    host_id: str
-    inbox_address: str
-
-
-class Handle(msgspec.Struct, frozen=True):
-    """How other actors name this node's root actor (DMS: `{id, did, address}`)."""
-
-    id: str
-    did: str
-    address: Address
 
 
 class PeerInfo(msgspec.Struct, frozen=True):
@@ -71,6 +68,28 @@ class Announced(msgspec.Struct, frozen=True):
 class DhtInfo(msgspec.Struct, frozen=True):
     table: DhtSnapshot
     stats: DhtStats
+
+
+class Revoked(msgspec.Struct, frozen=True):
+    id: str  # the revocation's own id (hex)
+    broadcast: bool
+
+
+class CapReload(msgspec.Struct, frozen=True):
+    context: str
+    reloaded: bool
+    reason: str = ""
+
+
+class HardwareUsage(msgspec.Struct, frozen=True):
+    """What the whole machine uses now (DMS /dms/node/hardware/usage)."""
+
+    cpu_percent: float  # since the previous call (0.0 on the first)
+    load_average: tuple[float, float, float]
+    ram_used_bytes: int
+    ram_total_bytes: int
+    disk_used_bytes: int  # on the work directory's file system
+    disk_total_bytes: int
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -94,10 +113,13 @@ class Node:
         context: str,
         work_dir: Path,
         network: NetworkStack | None = None,
+        trust: TrustContext | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.net = network
+        self.trust = trust
+        self.actors: ActorSystem | None = None  # set by the daemon once the network exists
         self.keypair = keypair
         self.store = store
         self.context = context
@@ -136,6 +158,21 @@ class Node:
             self._machine_at = now
         return self._machine
 
+    def usage(self) -> HardwareUsage:
+        import psutil  # lazily: ~25 ms of imports
+
+        memory = psutil.virtual_memory()
+        disk = detect_disk(self.work_dir)  # current, not the cached machine facts
+        load = os.getloadavg()
+        return HardwareUsage(
+            cpu_percent=float(psutil.cpu_percent(interval=None)),
+            load_average=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+            ram_used_bytes=int(memory.total - memory.available),
+            ram_total_bytes=int(memory.total),
+            disk_used_bytes=disk.total_bytes - disk.free_bytes,
+            disk_total_bytes=disk.total_bytes,
+        )
+
     def info(self) -> NodeInfo:
         now = self._clock()
         return NodeInfo(
@@ -148,6 +185,82 @@ class Node:
             onboarded=self.onboarding.status().onboarded,
             listen_addresses=tuple(self.config.p2p.listen_address),
         )
+
+    # --- actor messages from the local API (DMS /actor/{send,invoke,broadcast}) ------------------
+
+    def _actor_system(self) -> ActorSystem:
+        if self.actors is None:
+            raise ClosedResourceError("this node runs without actors")
+        return self.actors
+
+    async def actor_send(self, env: Envelope) -> None:
+        """Deliver an envelope a user signed: to one of our actors, its host, or its topic."""
+        await self._actor_system().deliver_local(env)
+
+    async def actor_invoke(self, env: Envelope) -> Envelope:
+        """Send an invocation and wait for its reply until the envelope expires."""
+        if not env.options.reply_to:
+            raise ValidationError("an invocation needs a reply behaviour", path="options.reply_to")
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Envelope] = loop.create_future()
+
+        def on_reply(answer: Envelope) -> None:
+            if not reply.done():
+                reply.set_result(answer)
+
+        await self._actor_system().deliver_local(env, reply=on_reply)
+        try:
+            async with asyncio.timeout(self._wait_s(env)):
+                return await reply
+        except TimeoutError:
+            raise InvokeTimeout(
+                f"no reply from {env.to.did} to {env.behavior} before the message expired"
+            ) from None
+
+    async def actor_broadcast(self, env: Envelope) -> list[Envelope]:
+        """Publish an envelope on its topic and collect the replies until it expires."""
+        if not env.options.topic:
+            raise ValidationError("a broadcast needs a topic", path="options.topic")
+        replies: list[Envelope] = []
+        await self._actor_system().deliver_local(env, reply=replies.append)
+        await asyncio.sleep(self._wait_s(env))
+        return replies
+
+    def _wait_s(self, env: Envelope) -> float:
+        # Never longer than the replay window a signed envelope may live anyway.
+        return max(0.0, min(env.options.expiry / 1e9 - self._clock(), MAX_ACTOR_WAIT_S))
+
+    # --- capabilities (DMS /dms/cap/*) ------------------------------------------------------------
+
+    def reload_capabilities(self, context: str) -> CapReload:
+        """Re-read a capability context after `nunet cap` changed its file."""
+        if context != self.context:
+            return CapReload(context=context, reloaded=False,
+                             reason=f"this node runs context {self.context!r}")
+        if self.trust is None:
+            return CapReload(context=context, reloaded=False, reason="no capability context")
+        self.trust.reload()
+        if self.actors is not None:
+            # Chains chosen for outgoing messages are re-checked every few seconds anyway; a
+            # new provide anchor should be used from the very next message.
+            for actor in self.actors.all_actors():
+                actor.capabilities.refresh()
+        return CapReload(context=context, reloaded=True)
+
+    async def broadcast_revocation(self, token: bytes) -> Revoked:
+        """Apply a revocation here and gossip it to every node (DMS /dms/cap/revoke/broadcast).
+
+        Revocations authenticate themselves (signed; they bind only chains in which their
+        issuer issued a link), so receivers accept them from any signed sender."""
+        from nunet.ucan import token_id
+
+        trust = self.trust
+        if trust is None:
+            raise ClosedResourceError("this node has no capability context")
+        trust.add_revocation(token, self._clock())
+        system = self._actor_system()
+        await system.root.send(NO_HANDLE, REVOKE_BEHAVIOR, token, topic=REVOKE_TOPIC)
+        return Revoked(id=token_id(token).hex(), broadcast=True)
 
     # --- peers (DMS /dms/node/peers/*) -----------------------------------------------------------
 

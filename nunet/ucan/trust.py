@@ -13,11 +13,13 @@
 The verifier (`self.verifier`) reads the containers below on every call; they are only ever
 changed in place, so an anchor or revocation added here applies to the very next message, and
 the cache of verified links (which holds no trust decision) survives every change.
-With a `CapabilityStore`, every change is written through, and `reload()` re-reads it.
+With a `CapabilityStore` (the context's file), every change is written through at once, and
+`reload()` re-reads the file after another process (`nunet cap`) changed it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -83,6 +85,11 @@ class TrustContext:
             f"<TrustContext roots={len(self._roots)} require={len(self._require_raw)} "
             f"provide={len(self._provide)} revocations={len(self._revocations)}>"
         )
+
+    @property
+    def store(self) -> CapabilityStore | None:
+        """The file this context is kept in, if any."""
+        return self._store
 
     # --- the hot path -----------------------------------------------------------------------------
 
@@ -247,6 +254,10 @@ class TrustContext:
         """Drop revocations and anchors that expired more than the clock skew ago (the tokens
         they are about are dead by then); returns how many were dropped."""
         dead = now - self.verifier.skew
+        with self._store.edit() if self._store is not None else contextlib.nullcontext():
+            return self._gc(dead)
+
+    def _gc(self, dead: float) -> int:
         dropped = 0
         for rid, (_, _, expiry, _) in list(self._revocations.items()):
             if expiry <= dead:
@@ -275,40 +286,50 @@ class TrustContext:
             self._revoked.pop(target, None)
 
     def reload(self) -> None:
-        """Re-read anchors and revocations from the store (after another process changed them)."""
+        """Re-read anchors and revocations from the store (after another process changed them).
+        A store that does not read leaves this context as it was (StoreError)."""
         if self._store is None:
             return
+        self._store.reload()
+        self._load()
+
+    def _load(self) -> None:
+        """Replace the containers' contents with the store's; everything is decoded before
+        anything is changed. In place: the verifier holds these very containers."""
+        assert self._store is not None
+        requires = [(raw, self._stored(raw, "require")) for raw in self._store.requires()]
+        provides = self._store.provides()
+        for raw, _ in provides:
+            self._stored(raw, "provide")
+        revocations = [(raw, self._stored(raw, "revoke")) for raw in self._store.revocations()]
+        for _, tok in revocations:
+            if tok.action != "revoke":
+                raise StoreError(
+                    f"{self._store.path}: a {tok.action} token is stored as a revocation"
+                )
         self._roots.clear()
         self._require.clear()
         self._require_raw.clear()
         self._provide.clear()
         self._revoked.clear()
         self._revocations.clear()
-        self._load()
-
-    def _load(self) -> None:
-        assert self._store is not None
         self._roots.update(self._store.roots())
-        for raw in self._store.requires():
-            tok = self._stored(raw, "require")
+        for raw, tok in requires:
             tid = token_id(raw)
             self._require_raw[tid] = raw
             self._require.setdefault(tok.issuer, []).append((tid, tok))
-        for raw, proofs in self._store.provides():
-            self._stored(raw, "provide")
+        for raw, proofs in provides:
             self._provide[token_id(raw)] = (raw, proofs)
-        for raw in self._store.revocations():
-            tok = self._stored(raw, "revoke")
-            if tok.action != "revoke":
-                raise StoreError(f"a {tok.action} token is stored as a revocation")
+        for raw, tok in revocations:
             self._apply_revocation(token_id(raw), tok, raw)
 
     def _stored(self, raw: bytes, kind: str) -> Token:
         try:
             return chain.decode_token(raw)
         except MalformedToken as exc:
+            where = "" if self._store is None else f"{self._store.path}: "
             raise StoreError(
-                f"stored {kind} token {token_id(raw).hex()} does not decode: {exc}"
+                f"{where}stored {kind} token {token_id(raw).hex()} does not decode: {exc}"
             ) from exc
 
 

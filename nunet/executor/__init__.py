@@ -1,0 +1,1 @@
+"""Executors: run an allocation's container (`docker`) or pretend to (`null`). See README.md."""
