@@ -18,6 +18,12 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
     "node_startup.svg": ([], [sys.executable, str(HERE / "profile_startup.py"), "20"]),
     "transport_receive.svg": ([], [sys.executable, str(HERE / "profile_transport.py"), "5"]),
     "bench_quick.svg": (["--threads"], [sys.executable, str(HERE / "profile_bench.py"), "2"]),
+    "actor_dispatch.svg": ([], [sys.executable, str(HERE / "profile_actor.py"), "5"]),
+    "actor_dispatch_inproc.svg": (
+        # --native unwinding at 500 Hz falls behind and slows the workload down
+        ["--native", "--rate", "100"],
+        [sys.executable, str(HERE / "profile_actor.py"), "5", "--inproc"],
+    ),
 }
 
 
@@ -26,7 +32,8 @@ def main() -> int:
     failed = 0
     for name, (flags, workload) in PROFILES.items():
         out = HERE / name
-        cmd = [py_spy, "record", "--rate", "500", *flags, "-o", str(out), "--", *workload]
+        rate = [] if "--rate" in flags else ["--rate", "500"]
+        cmd = [py_spy, "record", *rate, *flags, "-o", str(out), "--", *workload]
         print("$", " ".join(cmd), flush=True)
         if subprocess.run(cmd, check=False).returncode != 0:
             print(f"py-spy failed for {name} (it needs ptrace permission: run as root or set "

@@ -666,9 +666,10 @@ class ActorSystem:
         self._loop.call_soon(self._run, admitted)
 
     def _run(self, admitted: Admitted) -> None:
-        for (inbox, reg), message in zip(admitted.targets, admitted.messages(), strict=True):
+        env, session_did, link = admitted.envelope, admitted.session_did, admitted.link
+        for inbox, reg in admitted.targets:
             try:
-                result = reg.handler(message)
+                result = reg.handler(Message(env, session_did, inbox, link))
             except Exception as exc:
                 self._done(admitted, inbox, None, exc)
                 continue
@@ -709,23 +710,24 @@ class ActorSystem:
         if admitted.remaining == 0:
             self.dispatcher.release(admitted)
         env = admitted.envelope
-        if error is None and value is not None and type(value) is not bytes:
-            if isinstance(value, bytearray | memoryview):
-                value = bytes(value)
-            else:
+        if error is None and (value is None or type(value) is bytes):
+            # The common case, first: a reply payload is made only when one is asked for.
+            if env.options.reply_to:
+                self._reply(env, inbox, reply_payload(value))
+            return
+        if error is None and isinstance(value, bytearray | memoryview):
+            payload = reply_payload(bytes(value))
+        else:
+            if error is None:
                 error = LocalProtocolError(
                     f"{env.behavior} returned {type(value).__name__}, not bytes or None"
                 )
-        if error is not None:
             self.counters["handler_errors"] += 1
             if isinstance(error, NunetError):
                 payload = error_of(error)
             else:
                 log.error("handler of %s in %s failed", env.behavior, inbox, exc_info=error)
                 payload = error_payload("internal", f"internal error in {env.behavior}")
-        else:
-            assert value is None or type(value) is bytes
-            payload = reply_payload(value)
         if env.options.reply_to:
             self._reply(env, inbox, payload)
 
