@@ -167,11 +167,15 @@ class Actor:
         expiry: float = 30.0,
         topic: str = "",
         sign: bool = False,
+        capability: str | None = None,
     ) -> None:
         """Fire and forget. With `topic`, the envelope is published on that topic instead (signed)
-        and goes to its subscribers. `sign`: sign even where the session would do (evidence)."""
+        and goes to its subscribers. `sign`: sign even where the session would do (evidence).
+        `capability`: the path whose chain to present when the receiver registered the behaviour
+        under another capability than its own name (default: `behavior`)."""
         self._check_running()
-        env = self._envelope(to, behavior, payload, expiry, "", topic, self.system.nonce(), sign)
+        env = self._envelope(to, behavior, payload, expiry, "", topic, self.system.nonce(), sign,
+                             capability)
         if topic:
             self.system._publish(env)
         else:
@@ -185,6 +189,7 @@ class Actor:
         *,
         timeout: float = 30.0,
         sign: bool = False,
+        capability: str | None = None,
     ) -> bytes:
         """Call `behavior` of `to` and return its reply. RequestTimeout when none comes within
         `timeout` (also the envelope's lifetime), RemoteActorError with the remote code when it
@@ -214,7 +219,7 @@ class Actor:
         )
         self._pending.add(future)
         try:
-            env = self._envelope(to, behavior, payload, timeout, path, "", nonce, sign)
+            env = self._envelope(to, behavior, payload, timeout, path, "", nonce, sign, capability)
             await system._deliver(env, self._signer)
             try:
                 async with asyncio.timeout(timeout):
@@ -253,7 +258,8 @@ class Actor:
         )
         self._pending.add(stopped)
         try:
-            env = self._envelope(NO_HANDLE, behavior, payload, timeout, path, topic, nonce, True)
+            env = self._envelope(NO_HANDLE, behavior, payload, timeout, path, topic, nonce, True,
+                                 None)
             system._publish(env)
             try:
                 async with asyncio.timeout(timeout):
@@ -275,6 +281,7 @@ class Actor:
         topic: str,
         nonce: int,
         sign: bool,
+        capability: str | None,
     ) -> Envelope:
         now = self.system.clock()
         env = Envelope(
@@ -284,7 +291,7 @@ class Actor:
             nonce,
             Options(int((now + lifetime) * 1e9), reply_to, topic),
             payload,
-            self.capabilities.tokens(behavior, topic or None, now),
+            self.capabilities.tokens(capability or behavior, topic or None, now),
         )
         check_bounds(env)
         if sign or topic:

@@ -10,13 +10,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from nunet import __version__
 from nunet.actor.envelope import EnvelopeDoc, from_doc, to_doc
 from nunet.benchmark.service import routes as benchmark_routes
+from nunet.errors import ValidationError
+from nunet.jobs.records import (
+    AllocationsArgs,
+    AllocationView,
+    DeploymentPage,
+    DeploymentRef,
+    DeploymentSummary,
+    DeploymentView,
+    ListDeployments,
+    LogsArgs,
+    LogsView,
+    Manifest,
+    NewDeployment,
+    ResultsArgs,
+    ResultsView,
+)
 from nunet.net.hello import HeardPeer
 from nunet.net.qos.core import PeerScore
 from nunet.node.machine import MachineInfo
@@ -148,6 +164,33 @@ async def _wallet(_node: Node, body: WalletRequest, _params: Mapping[str, str]) 
     )
 
 
+A = TypeVar("A")
+
+
+def _args(kind: type[A], params: Mapping[str, str]) -> A:
+    """Operation arguments from the path and query parameters (text converted to the field's
+    type; an unknown parameter is an error, as an unknown body field is)."""
+    try:
+        return msgspec.convert(dict(params), type=kind, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        raise ValidationError(message, path=where.rstrip("`").lstrip(".") or None) from None
+
+
+def _deployments(operation: str, kind: type) -> Handler:
+    def handle(node: Node, _body: None, params: Mapping[str, str]) -> object:
+        return getattr(node.deployment_service(), operation)(_args(kind, params))
+
+    return handle
+
+
+def _delete_deployment(node: Node, _body: None, params: Mapping[str, str]) -> Done:
+    node.deployment_service().delete(_args(DeploymentRef, params))
+    return Done()
+
+
+DEPLOYMENTS = f"{API_PREFIX}/deployments"
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "Liveness: the node is up and answering", _health, Health),
     Route(
@@ -252,4 +295,44 @@ ROUTES: tuple[Route, ...] = (
         _revoke, Revoked, body=RevokeRequest,
     ),
     *(Route(*row) for row in benchmark_routes(API_PREFIX)),
+    Route(
+        "POST", DEPLOYMENTS, "Deploy an ensemble (DMS /dms/node/deployment/new)",
+        lambda node, body, _p: node.deployment_service().new(body), DeploymentSummary,
+        body=NewDeployment,
+    ),
+    Route(
+        "GET", DEPLOYMENTS, "Deployments, newest first; query: status, limit, offset",
+        _deployments("list_deployments", ListDeployments), DeploymentPage,
+    ),
+    Route(
+        "GET", f"{DEPLOYMENTS}/{{id}}", "A deployment's status, reason, allocations, history",
+        _deployments("status", DeploymentRef), DeploymentView,
+    ),
+    Route(
+        "GET", f"{DEPLOYMENTS}/{{id}}/manifest", "Where a deployment's nodes and allocations run",
+        _deployments("manifest", DeploymentRef), Manifest,
+    ),
+    Route(
+        "GET", f"{DEPLOYMENTS}/{{id}}/logs",
+        "A chunk of an allocation's log; query: allocation, offset, limit",
+        _deployments("logs", LogsArgs), LogsView,
+    ),
+    Route(
+        "GET", f"{DEPLOYMENTS}/{{id}}/results",
+        "An allocation's output files (path empty) or a chunk of one; query: allocation, "
+        "path, offset, limit",
+        _deployments("results", ResultsArgs), ResultsView,
+    ),
+    Route(
+        "POST", f"{DEPLOYMENTS}/{{id}}/shutdown", "Stop a deployment's allocations",
+        _deployments("shutdown", DeploymentRef), DeploymentSummary,
+    ),
+    Route(
+        "DELETE", f"{DEPLOYMENTS}/{{id}}", "Forget a finished deployment",
+        _delete_deployment, Done,
+    ),
+    Route(
+        "GET", f"{API_PREFIX}/allocations", "Allocations; query: deployment",
+        _deployments("allocations", AllocationsArgs), list[AllocationView],
+    ),
 )

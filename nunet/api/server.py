@@ -91,7 +91,7 @@ async def _decode_body(request: web.Request, body_type: type) -> object:
 def _make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         node = request.app[NODE_KEY]
-        params = dict(request.match_info)
+        params = {**request.query, **request.match_info}  # the path wins over the query
         for name, allowed in (route.path_params or {}).items():
             if params.get(name) not in allowed:
                 raise NotFound(

@@ -39,6 +39,21 @@ def _error_classes() -> dict[str, type[NunetError]]:
     return found
 
 
+def _rebuild(cls: type[NunetError], message: str, field: str | None) -> NunetError:
+    """The error the node raised; for one built from more than a message (EnsembleInvalid,
+    IllegalTransition, ...), its nearest base class that is not, with the same code."""
+    for kind in cls.__mro__:
+        if not (isinstance(kind, type) and issubclass(kind, NunetError)):
+            continue
+        try:
+            error = kind(message, path=field)
+        except TypeError:
+            continue
+        error.code = cls.code
+        return error
+    return NunetError(message, path=field)
+
+
 class ApiClient:
     def __init__(self, addr: str, port: int, unix_socket: str = "", timeout: float = TIMEOUT_S):
         self.addr = addr
@@ -81,8 +96,8 @@ class ApiClient:
         if response.status >= 400:
             err = decoded.get("error", {}) if isinstance(decoded, dict) else {}
             cls = _error_classes().get(str(err.get("code")), NunetError)
-            exc_out = cls(str(err.get("message", f"HTTP {response.status}")), path=err.get("field"))
-            raise exc_out
+            raise _rebuild(cls, str(err.get("message", f"HTTP {response.status}")),
+                           err.get("field"))
         return decoded
 
     def get(self, path: str) -> Any:

@@ -15,7 +15,7 @@ from nunet import __version__
 from nunet.cli.actor_cmd import actor
 from nunet.cli.bench_cmd import bench
 from nunet.cli.cap_cmd import cap
-from nunet.cli.jobs_cmd import validate
+from nunet.cli.jobs_cmd import JOB_COMMANDS
 from nunet.cli.options import client, config_file, config_options, json_option, load
 from nunet.cli.output import emit
 from nunet.errors import NodeUnreachable, NunetError
@@ -363,7 +363,8 @@ def completion(shell: str) -> None:
 
 
 cli.add_command(bench)
-cli.add_command(validate)
+for job_command in JOB_COMMANDS:
+    cli.add_command(job_command)
 cli.add_command(cap)
 cli.add_command(actor)
 

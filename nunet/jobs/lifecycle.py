@@ -41,10 +41,12 @@ DEPLOYMENT_TRANSITIONS: Mapping[tuple[DeploymentStatus, str], DeploymentStatus] 
     (D.PREPARING, "bids_selected"): D.COMMITTING,
     (D.PREPARING, "timeout"): D.FAILED,
     (D.PREPARING, "shutdown"): D.SHUTTING_DOWN,
+    (D.PREPARING, "failed"): D.FAILED,  # while a node is placed again, another one failed
     (D.COMMITTING, "committed"): D.PROVISIONING,
     (D.COMMITTING, "commit_failed"): D.PREPARING,  # revert, then try other bids
     (D.COMMITTING, "timeout"): D.FAILED,
     (D.COMMITTING, "shutdown"): D.SHUTTING_DOWN,
+    (D.COMMITTING, "failed"): D.FAILED,
     (D.PROVISIONING, "started"): D.RUNNING,
     (D.PROVISIONING, "completed"): D.COMPLETED,  # tasks that finished before we heard "started"
     (D.PROVISIONING, "failed"): D.FAILED,

@@ -128,6 +128,9 @@ class AllocationReport(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int | None = None
     reason: str = ""
     at: float
+    # The allocation actor's handle: after a provider restart a re-adopted allocation reports
+    # from a new actor, and this tells the orchestrator where it now lives.
+    handle: Handle | None = None
 
 
 class LogsRequest(msgspec.Struct, frozen=True, kw_only=True):

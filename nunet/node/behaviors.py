@@ -21,6 +21,13 @@ import msgspec
 
 from nunet.codec import DECODE_ERRORS
 from nunet.errors import DecodeError, ValidationError
+from nunet.jobs.records import (
+    AllocationsArgs,
+    DeploymentRef,
+    ListDeployments,
+    LogsArgs,
+    NewDeployment,
+)
 from nunet.node.onboarding import Capacity
 
 if TYPE_CHECKING:
@@ -69,6 +76,11 @@ def _resources(kind: str) -> Call:
     return lambda node, _args: node.resources(kind)
 
 
+def _deployments(operation: str) -> Call:
+    """A deployment operation: a method of the node's DeploymentService."""
+    return lambda node, args: getattr(node.deployment_service(), operation)(args)
+
+
 def _offboard(node: Node, args: OffboardArgs) -> dict[str, bool]:
     node.offboard(args.force)
     return {"ok": True}
@@ -102,6 +114,38 @@ BEHAVIORS: tuple[Behavior, ...] = (
     Behavior(
         "/dms/node/hardware/benchmark", "Measured benchmark scores",
         lambda n, _a: n.benchmark.hardware_benchmark(),
+    ),
+    Behavior(
+        "/dms/node/deployment/new", "Deploy an ensemble (answers at once, status Preparing)",
+        _deployments("new"), NewDeployment,
+    ),
+    Behavior(
+        "/dms/node/deployment/list", "Deployments, newest first: status filter, limit, offset",
+        _deployments("list_deployments"), ListDeployments,
+    ),
+    Behavior(
+        "/dms/node/deployment/status", "A deployment's status, reason, allocations, history",
+        _deployments("status"), DeploymentRef,
+    ),
+    Behavior(
+        "/dms/node/deployment/manifest", "Where a deployment's nodes and allocations run",
+        _deployments("manifest"), DeploymentRef,
+    ),
+    Behavior(
+        "/dms/node/deployment/logs", "A chunk of an allocation's log from an offset",
+        _deployments("logs"), LogsArgs,
+    ),
+    Behavior(
+        "/dms/node/deployment/shutdown", "Stop a deployment's allocations",
+        _deployments("shutdown"), DeploymentRef,
+    ),
+    Behavior(
+        "/dms/node/deployment/delete", "Forget a finished deployment",
+        _deployments("delete"), DeploymentRef,
+    ),
+    Behavior(
+        "/dms/node/allocations/list", "Allocations of one deployment or of all",
+        _deployments("allocations"), AllocationsArgs,
     ),
 )
 

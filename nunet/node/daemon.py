@@ -9,20 +9,27 @@ in reverse start order, the store is closed last, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nunet.config.loader import LoadedConfig
 from nunet.crypto.keystore import KeyStore
 from nunet.db.store import Store
+from nunet.errors import ConfigError, NunetError
 from nunet.node.node import Node
 
 if TYPE_CHECKING:
+    from nunet.actor.runtime import ActorSystem
     from nunet.ucan import TrustContext
+
+NULL_EXECUTOR_ENV = "NUNET_NULL_EXECUTOR"  # "1": also offer the null executor (tests, benches)
+BID_WINDOW_ENV = "NUNET_BID_WINDOW_S"  # how long a deployment's bid request collects bids
 
 log = logging.getLogger("nunet.node")
 
@@ -72,6 +79,52 @@ async def start_component(tg: asyncio.TaskGroup, component: Component) -> asynci
     return task
 
 
+def job_components(node: Node, actors: ActorSystem) -> tuple[list[Component], dict[str, Any]]:
+    """The deployment service (this node as an orchestrator) and the provider service (this
+    node running allocations) with its executors: Docker always (the provider re-checks every
+    few seconds whether an engine answers, so one started later is picked up; aiodocker is
+    imported on first use), the null executor only when NUNET_NULL_EXECUTOR=1 (tests and
+    benchmarks: it runs nothing)."""
+    from nunet.executor.docker import DockerExecutor
+    from nunet.jobs.orchestration import Tuning
+    from nunet.jobs.orchestrator import DeploymentService
+    from nunet.jobs.provider import ProviderService
+
+    executors: dict[str, Any] = {"docker": DockerExecutor()}
+    if os.environ.get(NULL_EXECUTOR_ENV, "") not in ("", "0"):
+        from nunet.executor.null import NullExecutor
+
+        executors["null"] = NullExecutor(null_behaviour)
+    window = os.environ.get(BID_WINDOW_ENV, "")
+    try:
+        seconds = float(window) if window else Tuning().bid_window_s
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 60:
+        raise ConfigError(f"must be seconds in (0, 60], got {window!r}", path=BID_WINDOW_ENV)
+    tuning = Tuning(bid_window_s=seconds)
+    deployments = DeploymentService(node, tuning=tuning)
+    node.deployments = deployments
+    return [deployments, ProviderService(actors, node, executors)], executors
+
+
+def null_behaviour(spec: Any) -> Any:
+    """What a null execution does, from its command: `echo WORDS...` prints them, `sleep
+    SECONDS` runs that long (`inf`: until stopped), `fail CODE WORDS...` exits with CODE and
+    prints WORDS on stderr; anything else ends at once with exit code 0."""
+    from nunet.executor.null import NullBehaviour
+
+    match spec.cmd:
+        case ("echo", *words):
+            return NullBehaviour(stdout=" ".join(words).encode() + b"\n")
+        case ("sleep", seconds):
+            with contextlib.suppress(ValueError):
+                return NullBehaviour(duration_s=min(max(0.0, float(seconds)), 1e9))
+        case ("fail", code, *words) if code.isdigit():
+            return NullBehaviour(exit_code=int(code), stderr=" ".join(words).encode() + b"\n")
+    return NullBehaviour()
+
+
 async def serve(
     loaded: LoadedConfig,
     *,
@@ -96,6 +149,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    executors: dict[str, Any] = {}
     store = Store.open(paths.db_path)
     try:
         trust = node_trust(paths.cap_dir, context, keypair.did)
@@ -108,9 +162,10 @@ async def serve(
         actors = ActorSystem(stack.network, keypair, trust, gossip=stack.gossip)
         node.actors = actors
         behaviors.register(actors.root, node)
+        jobs, executors = job_components(node, actors)
         api = ApiServer(node, config.rest.addr, config.rest.port, config.rest.unix_socket)
         async with asyncio.TaskGroup() as tg:
-            components = [*stack.components(), actors, api]
+            components = [*stack.components(), actors, *jobs, api]
             tasks = [await start_component(tg, c) for c in components]
             log.info(
                 "node ready in %.3f s: did=%s p2p=%s api=%s (config: %s)",
@@ -126,6 +181,9 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        for executor in executors.values():
+            with contextlib.suppress(NunetError):
+                await executor.close()
         store.close()
     log.info("stopped cleanly")
 

@@ -38,6 +38,7 @@ from nunet.node.resources import Resources
 if TYPE_CHECKING:
     from nunet.actor.envelope import Envelope
     from nunet.actor.runtime import ActorSystem
+    from nunet.jobs.orchestrator import DeploymentService
     from nunet.net.qos.core import PeerScore
     from nunet.net.stack import NetworkStack
     from nunet.ucan import TrustContext
@@ -120,6 +121,7 @@ class Node:
         self.net = network
         self.trust = trust
         self.actors: ActorSystem | None = None  # set by the daemon once the network exists
+        self.deployments: DeploymentService | None = None  # set by the daemon after the actors
         self.keypair = keypair
         self.store = store
         self.context = context
@@ -229,6 +231,13 @@ class Node:
     def _wait_s(self, env: Envelope) -> float:
         # Never longer than the replay window a signed envelope may live anyway.
         return max(0.0, min(env.options.expiry / 1e9 - self._clock(), MAX_ACTOR_WAIT_S))
+
+    # --- deployments (DMS /dms/node/deployment/*): the service is the facade ---------------------
+
+    def deployment_service(self) -> DeploymentService:
+        if self.deployments is None:
+            raise ClosedResourceError("this node runs without the deployment service")
+        return self.deployments
 
     # --- capabilities (DMS /dms/cap/*) ------------------------------------------------------------
 
