@@ -45,6 +45,7 @@ typecheck: install
 	$(BIN)/mypy nunet
 
 demo: install
+	.ci/ensure-dockerd --install
 	$(BIN)/python -m nunet.testing.demo
 
 docker:
