@@ -25,6 +25,12 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
         [sys.executable, str(HERE / "profile_actor.py"), "5", "--inproc"],
     ),
 }
+# Workloads that run py-spy themselves (it attaches to the node processes they start once their
+# set-up is done), writing the listed files into profiles/: workload command.
+SELF_RECORDING: dict[tuple[str, ...], list[str]] = {
+    ("deployment.svg", "deployment_provider.svg"): [
+        sys.executable, str(HERE / "profile_deployment.py"), "20", "--out", str(HERE)],
+}
 
 
 def main() -> int:
@@ -38,6 +44,11 @@ def main() -> int:
         if subprocess.run(cmd, check=False).returncode != 0:
             print(f"py-spy failed for {name} (it needs ptrace permission: run as root or set "
                   "kernel.yama.ptrace_scope=0)", file=sys.stderr)
+            failed += 1
+    for names, workload in SELF_RECORDING.items():
+        print(f"$ {' '.join(workload)}  # -> {', '.join(names)}", flush=True)
+        if subprocess.run([*workload, "--py-spy", py_spy], check=False).returncode != 0:
+            print(f"recording {', '.join(names)} failed", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

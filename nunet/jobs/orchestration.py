@@ -261,8 +261,9 @@ class DeploymentCore:
                 failures: Mapping[str, str], now: float,
                 qos: Mapping[str, float] | None = None) -> list[Action]:
         """The answers to bid round `round_`: (replier DID, its Bids) pairs, and the pinned
-        providers that did not answer (DID -> why). Each bid is checked (signature, deployment,
-        node, provider, expiry) before it may be chosen."""
+        providers whose call failed (DID -> why: "refused (code): ..." or "did not answer:
+        ...", worded by the adapter, which knows which). Each bid is checked (signature,
+        deployment, node, provider, expiry) before it may be chosen."""
         rec = self.rec
         if round_ != rec.rounds or rec.status is not D.PREPARING or not self.bidding:
             self.counters["stale_bids"] += 1
@@ -284,8 +285,7 @@ class DeploymentCore:
         for peer, why in failures.items():
             for node in rec.to_place:
                 if self.ensemble.nodes[node].peer == peer:
-                    self.refusals.setdefault(node, {})[peer] = f"did not answer: {why}"[
-                        :MAX_REASON]
+                    self.refusals.setdefault(node, {})[peer] = why[:MAX_REASON]
         if qos is not None:
             self.qos = dict(qos)
         return self._try_assign(now)

@@ -306,8 +306,10 @@ class Orchestrator:
             try:
                 take(peer, await self.actor.invoke(root, BID_REQUEST, request(requirements),
                                                    timeout=self.core.tuning.call_timeout_s))
+            except RemoteActorError as exc:  # it answered: with a refusal
+                failures[peer] = f"refused ({exc.remote_code}): {_why(exc)}"
             except NunetError as exc:
-                failures[peer] = _why(exc)
+                failures[peer] = f"did not answer: {_why(exc)}"
 
         calls = [pinned(peer, reqs) for peer, reqs in action.direct.items()]
         if action.broadcast:

@@ -36,9 +36,12 @@ def onboard(node: NodeProcess) -> None:
     ok(node, "onboard", "--cpu", "1", "--ram", str(ram), "--disk", "2", "--no-bench")
 
 
-def our_containers() -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter", "label=nunet.deployment"],
-                          capture_output=True, text=True, check=True, timeout=30)
+def our_containers(provider: str) -> list[str]:
+    """Containers of one provider of this module (other tests may share the engine)."""
+    done = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=org.nunet.provider={provider}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )
     return done.stdout.split()
 
 
@@ -49,7 +52,6 @@ def members(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Ite
     nodes = [NodeProcess(root, name) for name in ("alice", "bob", "charlie")]
     for node in nodes:
         node.extra_env["NUNET_BID_WINDOW_S"] = "0.5"
-    before = set(our_containers())
     try:
         nodes[0].start()
         nodes[0].wait_ready()
@@ -67,7 +69,8 @@ def members(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Ite
         for node in nodes[1:]:
             free = ok(node, "resources", "free", "--json").json()
             assert free == ok(node, "resources", "onboarded", "--json").json(), node.name
-        assert set(our_containers()) <= before
+        for member in joined[1:]:
+            assert our_containers(member.node_did) == [], member.node.name
     finally:
         for node in nodes:
             node.kill()

@@ -30,7 +30,7 @@ from nunet.storage.s3 import S3Volume
 from nunet.storage.staging import collect_outputs, prepare_outputs, stage_inputs
 
 MiB = 1 << 20
-S3Server = Any  # tests/integration/conftest.py: endpoint, admin and reader (key id, secret)
+S3Server = Any  # tests/conftest.py: endpoint, admin and reader (key id, secret)
 
 
 def closed_port() -> int:

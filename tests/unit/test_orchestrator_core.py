@@ -228,7 +228,7 @@ def test_pinned_nodes_are_asked_directly() -> None:
     assert list(rb.direct) == [P[2].did]
     assert list(rb.direct[P[2].did]) == ["n1"]
     core.on_bids(rb.round, [(P[0].did, Bids((bid(P[0], "n2"),)))],
-                 {P[2].did: "peer unreachable"}, T0 + 1)
+                 {P[2].did: "did not answer: peer unreachable"}, T0 + 1)
     assert core.status is D.PREPARING
     assert "n1: no provider offered: did not answer: peer unreachable" in core.rec.reason
 
