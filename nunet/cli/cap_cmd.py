@@ -681,11 +681,9 @@ def _short(raw: bytes) -> str:
 
 
 def _iso(seconds: int) -> str:
-    try:
-        stamp = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    except (OverflowError, ValueError, OSError):
-        return str(seconds)
-    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+    from nunet.ucan.token import iso_time
+
+    return iso_time(seconds)
 
 
 def _doc(raw: bytes) -> Any:

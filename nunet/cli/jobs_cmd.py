@@ -25,8 +25,9 @@ ENDED = ("Completed", "Failed")
 SETTLED = ("Running", *ENDED)
 
 
-def _read_ensemble(file: str, as_json: bool) -> Ensemble:
-    """The ensemble of FILE (`-`: stdin); every problem printed and exit 1 when invalid."""
+def _read_ensemble(file: str, as_json: bool, *, problems_to_stderr: bool = True) -> Ensemble:
+    """The ensemble of FILE (`-`: stdin); every problem printed and exit 1 when invalid (on
+    stderr, unless listing problems is the command's own output: `validate`)."""
     from nunet.errors import EnsembleInvalid
     from nunet.jobs.spec import load_ensemble, parse_ensemble
 
@@ -38,9 +39,9 @@ def _read_ensemble(file: str, as_json: bool) -> Ensemble:
                   "errors": [p.to_dict() for p in exc.problems]}, True)
         else:
             n = len(exc.problems)
-            click.echo(f"invalid: {file}: {n} problem{'s' * (n != 1)}", err=True)
+            click.echo(f"invalid: {file}: {n} problem{'s' * (n != 1)}", err=problems_to_stderr)
             for problem in exc.problems:
-                click.echo(f"  {problem}", err=True)
+                click.echo(f"  {problem}", err=problems_to_stderr)
         raise SystemExit(EXIT_INVALID) from None
 
 
@@ -55,21 +56,9 @@ def validate(file: str, as_json: bool) -> None:
     """Check an ensemble file (YAML or JSON, `-` for stdin) and list every problem in it.
 
     Exit code 0 when it is valid, 1 when it is not."""
-    from nunet.errors import EnsembleInvalid
-    from nunet.jobs.spec import ensemble_id, load_ensemble, parse_ensemble
+    from nunet.jobs.spec import ensemble_id
 
-    try:
-        ensemble = parse_ensemble(sys.stdin.buffer.read()) if file == "-" else load_ensemble(file)
-    except EnsembleInvalid as exc:
-        if as_json:
-            emit({"valid": False, "file": file,
-                  "errors": [p.to_dict() for p in exc.problems]}, True)
-        else:
-            n = len(exc.problems)
-            click.echo(f"invalid: {file}: {n} problem{'s' * (n != 1)}")
-            for problem in exc.problems:
-                click.echo(f"  {problem}")
-        raise SystemExit(EXIT_INVALID) from None
+    ensemble = _read_ensemble(file, as_json, problems_to_stderr=False)
     if as_json:
         emit({"valid": True, "file": file, "id": ensemble_id(ensemble),
               "allocations": sorted(ensemble.allocations), "nodes": sorted(ensemble.nodes)}, True)

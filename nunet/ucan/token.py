@@ -318,8 +318,8 @@ def to_json(data: bytes) -> bytes:
         "capabilities": list(tok.capabilities),
         "topics": list(tok.topics),
         "nonce": tok.nonce.hex(),
-        "not_before": _iso(tok.not_before),
-        "expiry": _iso(tok.expiry),
+        "not_before": iso_time(tok.not_before),
+        "expiry": iso_time(tok.expiry),
         "depth": tok.depth,
         "proofs": [p.hex() for p in tok.proofs],
         "signature": tok.signature.hex(),
@@ -327,7 +327,8 @@ def to_json(data: bytes) -> bytes:
     return msgspec.json.format(msgspec.json.encode(doc), indent=2)
 
 
-def _iso(seconds: int) -> str:
+def iso_time(seconds: int) -> str:
+    """Unix seconds as ISO 8601 UTC (`2026-12-02T17:00:00Z`); the number itself if out of range."""
     try:
         stamp = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
     except (OverflowError, ValueError, OSError):

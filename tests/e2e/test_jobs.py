@@ -5,12 +5,12 @@ deploys with `nunet deploy` as a user would."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jobs_support import containers, ok, onboard
 
 from nunet.cli.client import ApiClient
 from nunet.testing.cluster import CliResult, NodeProcess
@@ -19,30 +19,12 @@ from nunet.testing.org import Member, organisation
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GIB = 1 << 30
 
 
-def ok(node: NodeProcess, *args: str, timeout: float = 120) -> CliResult:
-    result = node.cli(*args, timeout=timeout)
-    assert result.code == 0, f"nunet {' '.join(args)}: {result.stderr}\n{node.log()}"
-    assert "Traceback" not in result.stderr
-    return result
 
 
-def onboard(node: NodeProcess) -> None:
-    machine = ok(node, "resources", "machine", "--json").json()
-    assert isinstance(machine, dict)
-    ram = round(machine["ram_bytes"] * 0.2 / GIB, 2)
-    ok(node, "onboard", "--cpu", "1", "--ram", str(ram), "--disk", "2", "--no-bench")
 
 
-def our_containers(provider: str) -> list[str]:
-    """Containers of one provider of this module (other tests may share the engine)."""
-    done = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=org.nunet.provider={provider}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    )
-    return done.stdout.split()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +52,7 @@ def members(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Ite
             free = ok(node, "resources", "free", "--json").json()
             assert free == ok(node, "resources", "onboarded", "--json").json(), node.name
         for member in joined[1:]:
-            assert our_containers(member.node_did) == [], member.node.name
+            assert containers(f"org.nunet.provider={member.node_did}") == [], member.node.name
     finally:
         for node in nodes:
             node.kill()
@@ -172,10 +154,7 @@ def test_a_service_runs_then_shuts_down_cleanly(members: list[Member]) -> None:
 
 
 def containers_of(deployment: str) -> list[str]:
-    done = subprocess.run(["docker", "ps", "-q", "--filter",
-                           f"label=nunet.deployment={deployment}"], capture_output=True,
-                          text=True, check=True, timeout=30)
-    return done.stdout.split()
+    return containers(f"nunet.deployment={deployment}", running_only=True)
 
 
 def test_a_killed_provider_is_redeployed_and_its_copy_stopped(members: list[Member],

@@ -5,7 +5,6 @@ organisation refusing a deployment, and (last: it breaks alice) capability revoc
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobs_support import containers, ok, onboard
 
 from nunet.testing.cluster import CliResult, NodeProcess
 from nunet.testing.org import Member, organisation
@@ -20,32 +20,17 @@ from nunet.testing.org import Member, organisation
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GIB = 1 << 30
 HELLO_TAIL = "  node1:\n    allocations:\n      - hello\n    failure_recovery: stay_down\n"
 
 
-def ok(node: NodeProcess, *args: str, timeout: float = 120) -> CliResult:
-    result = node.cli(*args, timeout=timeout)
-    assert result.code == 0, f"nunet {' '.join(args)}: {result.stderr}\n{node.log()}"
-    assert "Traceback" not in result.stderr
-    return result
 
 
-def onboard(node: NodeProcess) -> None:
-    machine = ok(node, "resources", "machine", "--json").json()
-    assert isinstance(machine, dict)
-    ram = round(machine["ram_bytes"] * 0.2 / GIB, 2)
-    ok(node, "onboard", "--cpu", "1", "--ram", str(ram), "--disk", "2", "--no-bench")
 
 
-def our_containers(label: str) -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True,
-                          text=True, check=True, timeout=30)
-    return done.stdout.split()
 
 
 def containers_of(deployment: str) -> list[str]:
-    return our_containers(f"label=nunet.deployment={deployment}")
+    return containers(f"nunet.deployment={deployment}")
 
 
 def wait_for(check: Callable[[], bool], what: Callable[[], object], timeout: float = 30) -> None:
@@ -112,7 +97,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: str,
             providers.append((made.dave, did_of(made.dave)))
         for node, did in providers:
             check_idle(node)
-            assert our_containers(f"label=org.nunet.provider={did}") == [], node.name
+            assert containers(f"org.nunet.provider={did}") == [], node.name
     finally:
         for node in nodes + ([made.dave] if made and made.dave else []):
             node.kill()
