@@ -21,9 +21,10 @@ run and are driven over stdin/stdout (one JSON line per command), as in `bench_t
 - `actor.msgs.signed.64B`: the same with `sign=True` (what a child actor's or evidence envelopes
   cost: Ed25519 sign, verify and the replay table per message), against the same `dms-style`.
 - `actor.msgs_vs_transport.64B`: the same actor messages against `quic-same-bytes`: the very
-  envelope bytes (encoded once) sent as opaque `QuicNetwork.send` messages to a handler that only
-  counts them, on the same connection: the transport's ceiling for messages of this size, so
-  the ratio is the share of it the actor layer keeps.
+  bytes our path sends once the chain is acknowledged (a chain-reference frame: the envelope
+  without its token), encoded once and sent as opaque `QuicNetwork.send` messages to a handler
+  that only counts them, on the same connection: the transport's ceiling for messages of this
+  size, so the ratio is the share of it the actor layer keeps.
 - `actor.msgs_per_packet`: envelopes per UDP packet the sender sent (ours; baseline dms-style).
 - `actor.rpc.rtt.p50`, `.p99` (us): sequential `Actor.invoke` of a plain echo behaviour (64 B),
   against `raw-aioquic-rpc`: `bench_transport`'s raw aioquic ping-pong worker pair (uvloop, a
@@ -355,7 +356,7 @@ class _LocalPair:
         root = self.sender.root
         lifetime = 250.0 if sign else 3600.0
         return root._envelope(self.receiver.root.handle, SINK, bytes(MSG), lifetime, "", "",
-                              self.sender.nonce() if nonce is None else nonce, sign)
+                              self.sender.nonce() if nonce is None else nonce, sign, None)
 
     def dms(self) -> DmsSender:
         root = self.sender.root
@@ -369,7 +370,7 @@ def _us_per(ctx: BenchContext, once: Callable[[], int]) -> Sample:
 
 
 def _local_metrics(ctx: BenchContext, pair: _LocalPair) -> Iterator[Metric]:
-    from nunet.actor.envelope import Envelope, decode
+    from nunet.actor.envelope import WireEnvelope, decode
     from nunet.actor.replay import ReplayGuard
 
     batch = 200
@@ -386,7 +387,7 @@ def _local_metrics(ctx: BenchContext, pair: _LocalPair) -> Iterator[Metric]:
         dms_count[0] += 1
 
     dms.behaviors[SINK] = dms_sink
-    plain = msgspec.msgpack.Decoder(Envelope)
+    plain = msgspec.msgpack.Decoder(WireEnvelope)
 
     def strict_decode() -> int:
         for _ in range(batch):
@@ -556,6 +557,7 @@ async def _server(seed: bytes, peer_seed: bytes, out: Callable[[dict[str, Any]],
 
 
 async def _client(seed: bytes, peer_seed: bytes, out: Callable[[dict[str, Any]], None]) -> None:
+    from nunet.actor import chains
     from nunet.actor.handle import ROOT_INBOX
     from nunet.actor.runtime import ActorSystem
     from nunet.crypto.keys import KeyPair
@@ -569,8 +571,11 @@ async def _client(seed: bytes, peer_seed: bytes, out: Callable[[dict[str, Any]],
     to = Handle.for_actor(peer.did, peer.did, ROOT_INBOX)
     root = system.root
     dms = DmsSender(seed, root.handle, to, root.capabilities.tokens(SINK, None, time.time()))
-    # The bytes of one of our envelopes, resent as they are (it is never decoded).
-    envelope_bytes = root._envelope(to, SINK, bytes(MSG), 30.0, "", "", 1, False).encode()
+    # The bytes our path puts on the wire once the chain is acknowledged (a REF frame: the
+    # envelope without its chain), resent as they are (never decoded).
+    env = root._envelope(to, SINK, bytes(MSG), 30.0, "", "", 1, False, None)
+    envelope_bytes = (bytes((chains.REF,)) + bytes(chains.ID_SIZE)
+                      + msgspec.structs.replace(env, capabilities=()).encode())
     async with net, asyncio.TaskGroup() as tg:
         ready = asyncio.Event()
         task = tg.create_task(system.run(ready.set))

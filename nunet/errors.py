@@ -124,6 +124,13 @@ class FrameTooLarge(DecodeError):
     code = "frame_too_large"
 
 
+class UnknownChain(RemoteProtocolError):
+    """A peer referred to a capability chain this node does not hold (evicted, or this process
+    restarted): the envelope is refused and the peer asked to send the chain again."""
+
+    code = "unknown_chain"
+
+
 # --- security ---------------------------------------------------------------------------------
 
 

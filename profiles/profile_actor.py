@@ -115,7 +115,7 @@ def in_process(seconds: float, signed: bool) -> None:
         to = system.root.handle
         pool = [
             memoryview(sender.root._envelope(to, SINK, bytes(64), 250.0, "", "", i + 1,
-                                             signed).encode())
+                                             signed, None).encode())
             for i in range(4096 if signed else 1)
         ]
         on_message, peer = system._on_message, keys[0].did

@@ -1,9 +1,11 @@
 """The actor envelope: an immutable message from one actor handle to another.
 
-Wire form: msgpack array of the fields in declaration order (`array_like`), the signature last,
-decoded strictly (anything that does not re-encode to the very same bytes is refused, so one
-envelope has one encoding and one signature message). Handles inside are msgpack maps in the
-DMS shape.
+Wire form: msgpack array of the fields in declaration order, the signature last, decoded strictly
+(anything that does not re-encode to the very same bytes is refused, so one envelope has one
+encoding and one signature message). Handles travel as arrays `[did, inbox, host, id]` whose
+trailing items are left out when they equal the DID (a node's root actor is `[did, "root"]`):
+the DMS map shape repeats a 56-character DID three times per handle, which was half of a small
+message's bytes. In Python (and in JSON) a handle keeps the DMS shape.
 
 Signature: Ed25519 by the sender over `SIGNATURE_DOMAIN` + the unsigned envelope, which is the
 same array without its last item. Since a msgpack array is its header followed by its items, the
@@ -23,7 +25,7 @@ from typing import Annotated
 
 import msgspec
 
-from nunet.actor.handle import Handle
+from nunet.actor.handle import Address, Handle
 from nunet.codec import DECODE_ERRORS
 from nunet.crypto.keys import KeyPair
 from nunet.errors import (
@@ -47,6 +49,15 @@ U64 = Annotated[int, msgspec.Meta(ge=0)]
 _Path = Annotated[str, msgspec.Meta(max_length=MAX_PATH)]
 
 
+_Text = Annotated[str, msgspec.Meta(max_length=128)]
+_Inbox = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+# A handle on the wire: (did, inbox[, host[, id]]), host and id "" or left out when they equal
+# the did (trailing ones are left out, so each handle has one encoding).
+WireHandle = Annotated[tuple[_Inbox, ...], msgspec.Meta(min_length=2, max_length=4)]
+
+
 class Options(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     expiry: U64  # Unix time in ns after which the envelope is refused
     reply_to: _Path = ""  # the sender's behaviour that takes the reply (DMS "cont")
@@ -54,8 +65,8 @@ class Options(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
-    """A signed (or session-authenticated) message. Field order is the wire format: never
-    reorder. `capabilities`: the leaf token first, then its proofs."""
+    """A signed (or session-authenticated) message. Field order is the wire order
+    (`WireEnvelope`): never reorder. `capabilities`: the leaf token first, then its proofs."""
 
     to: Handle
     behavior: _Path
@@ -71,11 +82,11 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
         return bool(self.options.topic)
 
     def encode(self) -> bytes:
-        return _encoder.encode(self)
+        return _encoder.encode(_to_wire(self))
 
     def signing_bytes(self) -> bytes:
         """What the sender signs: domain + the canonical envelope without its signature."""
-        return signed_message(_encoder.encode(self), len(self.signature))
+        return signed_message(self.encode(), len(self.signature))
 
     def sign(self, keypair: KeyPair) -> Envelope:
         if keypair.did != self.sender.did:
@@ -86,9 +97,77 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
         return msgspec.structs.replace(self, signature=keypair.sign(unsigned.signing_bytes()))
 
 
+class WireEnvelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """The envelope as it travels (same fields, same order, compact handles)."""
+
+    to: WireHandle
+    behavior: _Path
+    sender: WireHandle = msgspec.field(name="from")
+    nonce: U64
+    options: Options
+    payload: Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD)]
+    capabilities: tuple[bytes, ...]
+    signature: Annotated[bytes, msgspec.Meta(max_length=SIGNATURE_SIZE)] = b""
+
+
+# Handles repeat (a few peers, a few actors): convert each once. Bounded: cleared when full.
+_MAX_HANDLES = 4096
+_wire_of: dict[Handle, tuple[str, ...]] = {}
+_handle_of: dict[tuple[str, ...], Handle] = {}
+
+
+def _wire_handle(h: Handle) -> tuple[str, ...]:
+    w = _wire_of.get(h)
+    if w is None:
+        did = h.did
+        host = h.address.host_id
+        if not host and did:
+            raise LocalProtocolError(f"handle of {did} has no host")
+        host = "" if host == did else host
+        inbox = h.address.inbox_address
+        if h.id != did:
+            w = (did, inbox, host, h.id)
+        elif host:
+            w = (did, inbox, host)
+        else:
+            w = (did, inbox)
+        if len(_wire_of) >= _MAX_HANDLES:
+            _wire_of.clear()
+        _wire_of[h] = w
+    return w
+
+
+def _handle(w: tuple[str, ...]) -> Handle:
+    h = _handle_of.get(w)
+    if h is None:
+        did, inbox = w[0], w[1]
+        host = w[2] if len(w) > 2 else ""
+        ident = w[3] if len(w) > 3 else ""
+        repeated = (host and host == did) or (ident and ident == did)
+        if repeated or (len(w) == 3 and not host) or (len(w) == 4 and not ident):
+            # Spelled out where it may be left out: a second encoding of the same handle.
+            raise DecodeError("not in canonical form: a handle repeats what it may leave out",
+                              path="envelope")
+        h = Handle(ident or did, did, Address(host or did, inbox))
+        if len(_handle_of) >= _MAX_HANDLES:
+            _handle_of.clear()
+        _handle_of[w] = h
+    return h
+
+
+def _to_wire(env: Envelope) -> WireEnvelope:
+    return WireEnvelope(_wire_handle(env.to), env.behavior, _wire_handle(env.sender), env.nonce,
+                        env.options, env.payload, env.capabilities, env.signature)
+
+
+def _from_wire(w: WireEnvelope) -> Envelope:
+    return Envelope(_handle(w.to), w.behavior, _handle(w.sender), w.nonce, w.options, w.payload,
+                    w.capabilities, w.signature)
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Envelope)
-_FIELDS = Envelope.__struct_encode_fields__
+_decoder = msgspec.msgpack.Decoder(WireEnvelope)
+_FIELDS = WireEnvelope.__struct_encode_fields__
 _OPTION_FIELDS = Options.__struct_fields__
 # A fixarray header: 0x90 | item count. Unsigned, the envelope has one item fewer.
 _UNSIGNED_HEADER = SIGNATURE_DOMAIN + bytes((0x90 | (len(_FIELDS) - 1),))
@@ -107,14 +186,15 @@ def decode(data: bytes | memoryview) -> Envelope:
     # bytes, not a memoryview: comparing a memoryview with bytes is ~10x slower than memcmp.
     raw = data if type(data) is bytes else bytes(data)
     try:
-        env = _decoder.decode(raw)
+        wire = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"not an envelope: {exc}", path=_path_of(str(exc))) from None
     except DECODE_ERRORS as exc:
         raise DecodeError(f"not an envelope: {exc}", path="envelope") from None
-    check_bounds(env)
-    if _encoder.encode(env) != raw:
+    if _encoder.encode(wire) != raw:
         raise DecodeError("not in canonical form", path="envelope")
+    env = _from_wire(wire)
+    check_bounds(env)
     return env
 
 

@@ -21,6 +21,9 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import msgspec
+
+from nunet.actor import chains
 from nunet.actor.caps import CapabilityProvider
 from nunet.actor.dispatch import (
     DEFAULT_REPLAY_WINDOW_S,
@@ -52,6 +55,7 @@ from nunet.errors import (
     NunetError,
     RemoteActorError,
     RequestTimeout,
+    UnknownChain,
     ValidationError,
 )
 from nunet.net import kinds
@@ -361,6 +365,9 @@ class ActorSystem:
         self._actors: dict[str, Actor] = {}
         self._followed: dict[str, int] = {}  # gossip topic -> local subscriptions
         self._outbox: dict[str, deque[bytes]] = {}
+        # Chains sent by reference on each peer's session (nunet/actor/chains.py).
+        self._chains_out: dict[str, chains.ChainSender] = {}
+        self._chains_in: dict[str, chains.ChainReceiver] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ran = False
@@ -376,6 +383,7 @@ class ActorSystem:
             raise LocalProtocolError("an ActorSystem runs once")
         self._ran = True
         self._net.on_message(kinds.ACTOR, self._on_message)
+        self._net.on_peer(self._on_peer)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -529,7 +537,16 @@ class ActorSystem:
             return
         if signer is not None and not env.signature:
             env = env.sign(signer)
-        await self._net.send(host, kinds.ACTOR, env.encode())
+        if env.signature or not env.capabilities:
+            await self._net.send(host, kinds.ACTOR, env.encode())
+            return
+        # Unsigned over our own session: the chain goes once, then by reference.
+        out = self._chains_out.get(host)
+        if out is None:
+            out = self._chains_out[host] = chains.ChainSender()
+        prefix = out.frame_prefix(env.capabilities)
+        bare = msgspec.structs.replace(env, capabilities=())
+        await self._net.send(host, kinds.ACTOR, prefix + bare.encode())
 
     def _publish(self, env: Envelope, *, authenticated: bool = False) -> None:
         """A signed broadcast: to the gossip topic, and to this node's own subscribers (gossip
@@ -607,15 +624,23 @@ class ActorSystem:
     def _on_message(self, peer: str, data: memoryview) -> None:
         if self._tg is None:
             return
+        raw: memoryview | None = data
         try:
-            env = decode(data)
+            if data and data[0] < 0x80:  # a chain frame, not a bare envelope (msgpack 0x9N)
+                raw = None
+                found = self._unframe(peer, bytes(data))
+                if found is None:
+                    return
+                env = found
+            else:
+                env = decode(data)
         except NunetError as exc:
             self._rejected(peer, exc)
             return
         now = self.clock()
         dispatcher = self.dispatcher
         try:
-            dispatcher.authenticate(env, session_did=peer, now=now, raw=data)
+            dispatcher.authenticate(env, session_did=peer, now=now, raw=raw)
         except NunetError as exc:
             self._rejected(peer, exc)
             return
@@ -627,6 +652,45 @@ class ActorSystem:
                 self._reply(env, env.to.address.inbox_address, error_of(exc))
             return
         self._run(admitted)
+
+    def _unframe(self, peer: str, data: bytes) -> Envelope | None:
+        """The envelope of a chain frame with its chain put back; None for a control frame
+        (ACK, NACK) or an unknown reference (refused, and the peer asked to define it again)."""
+        tag = data[0]
+        if tag in (chains.ACK, chains.NACK):
+            cid = data[1 : 1 + chains.ID_SIZE]
+            out = self._chains_out.get(peer)
+            if out is not None and len(cid) == chains.ID_SIZE:
+                (out.acked if tag == chains.ACK else out.nacked)(cid)
+            return None
+        table = self._chains_in.get(peer)
+        if table is None:
+            table = self._chains_in[peer] = chains.ChainReceiver()
+        if tag == chains.DEFINE:
+            cid, chain, body = chains.split_define(data)
+            table.define(cid, chain)
+            self._post(peer, chains.control(chains.ACK, cid))
+        elif tag == chains.REF:
+            cid, body = chains.split_ref(data)
+            found = table.resolve(cid)
+            if found is None:
+                self._post(peer, chains.control(chains.NACK, cid))
+                raise UnknownChain(f"no chain {cid.hex()} from {peer}", path="chain")
+            chain = found
+        else:
+            raise DecodeError(f"unknown actor frame {tag:#04x}", path="envelope")
+        env = decode(body)
+        if env.signature or env.capabilities:
+            raise DecodeError("a chain frame carries an unsigned envelope without tokens",
+                              path="signature" if env.signature else "capabilities")
+        env = msgspec.structs.replace(env, capabilities=chain)
+        check_bounds(env)
+        return env
+
+    def _on_peer(self, peer: str, connected: bool) -> None:
+        if not connected:
+            self._chains_out.pop(peer, None)
+            self._chains_in.pop(peer, None)
 
     def _on_gossip(self, message: GossipMessage) -> None:
         if self._tg is None:
