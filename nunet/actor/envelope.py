@@ -179,10 +179,12 @@ def signed_message(data: bytes | memoryview, signature_size: int) -> bytes:
     return _UNSIGNED_HEADER + data[1 : len(data) - 2 - signature_size]
 
 
-def decode(data: bytes | memoryview) -> Envelope:
+def decode(data: bytes | memoryview, chain: tuple[bytes, ...] | None = None) -> Envelope:
     """An envelope from bytes a peer sent: DecodeError (naming the field) unless it is a
     canonical envelope with valid paths; TokenTooLarge when its tokens exceed MAX_TOKEN_BYTES
-    (before any of them is decoded). Says nothing about sender, signature or capabilities."""
+    (before any of them is decoded). Says nothing about sender, signature or capabilities.
+    `chain`: the envelope was sent by reference (`chains.py`): it must be unsigned and carry no
+    tokens of its own, and gets `chain` as its capabilities."""
     # bytes, not a memoryview: comparing a memoryview with bytes is ~10x slower than memcmp.
     raw = data if type(data) is bytes else bytes(data)
     try:
@@ -193,9 +195,22 @@ def decode(data: bytes | memoryview) -> Envelope:
         raise DecodeError(f"not an envelope: {exc}", path="envelope") from None
     if _encoder.encode(wire) != raw:
         raise DecodeError("not in canonical form", path="envelope")
+    if chain is not None:
+        if wire.signature or wire.capabilities:
+            raise DecodeError("a chain frame carries an unsigned envelope without tokens",
+                              path="signature" if wire.signature else "capabilities")
+        wire = msgspec.structs.replace(wire, capabilities=chain)
     env = _from_wire(wire)
     check_bounds(env)
     return env
+
+
+def encode_bare(env: Envelope) -> bytes:
+    """The envelope without its chain (sent by reference, `chains.py`)."""
+    return _encoder.encode(WireEnvelope(
+        _wire_handle(env.to), env.behavior, _wire_handle(env.sender), env.nonce, env.options,
+        env.payload, (), env.signature,
+    ))
 
 
 def check_bounds(env: Envelope) -> None:

@@ -21,8 +21,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import msgspec
-
 from nunet.actor import chains
 from nunet.actor.caps import CapabilityProvider
 from nunet.actor.dispatch import (
@@ -39,6 +37,7 @@ from nunet.actor.envelope import (
     Options,
     check_bounds,
     decode,
+    encode_bare,
     error_of,
     error_payload,
     reply_payload,
@@ -544,9 +543,8 @@ class ActorSystem:
         out = self._chains_out.get(host)
         if out is None:
             out = self._chains_out[host] = chains.ChainSender()
-        prefix = out.frame_prefix(env.capabilities)
-        bare = msgspec.structs.replace(env, capabilities=())
-        await self._net.send(host, kinds.ACTOR, prefix + bare.encode())
+        await self._net.send(host, kinds.ACTOR,
+                             out.frame_prefix(env.capabilities) + encode_bare(env))
 
     def _publish(self, env: Envelope, *, authenticated: bool = False) -> None:
         """A signed broadcast: to the gossip topic, and to this node's own subscribers (gossip
@@ -679,13 +677,7 @@ class ActorSystem:
             chain = found
         else:
             raise DecodeError(f"unknown actor frame {tag:#04x}", path="envelope")
-        env = decode(body)
-        if env.signature or env.capabilities:
-            raise DecodeError("a chain frame carries an unsigned envelope without tokens",
-                              path="signature" if env.signature else "capabilities")
-        env = msgspec.structs.replace(env, capabilities=chain)
-        check_bounds(env)
-        return env
+        return decode(body, chain)
 
     def _on_peer(self, peer: str, connected: bool) -> None:
         if not connected:
