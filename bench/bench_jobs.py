@@ -523,5 +523,5 @@ def run_throughput(ctx: BenchContext) -> Iterator[Metric]:
 def run(ctx: BenchContext) -> Iterator[Metric]:
     if any(ctx.wants(n) for n in METRICS if n.startswith("job.e2e")):
         yield from run_e2e(ctx)
-    if any(ctx.wants(n) for n in METRICS if n.startswith("jobs.throughput")):
+    if any(ctx.wants(n) for n in METRICS if n.startswith("orchestrator.")):
         yield from run_throughput(ctx)

@@ -1,5 +1,8 @@
 """Typed records over a `Store`: one namespace of msgpack-encoded structs per repository.
 
+Every write takes `sync` as `Store.put` does: True (the default) fsyncs before returning, False
+leaves the fsync to the store's group commit (the write still survives a killed process).
+
 A record lives at key `b"<namespace>/<id>"`; a singleton at key `b"<key>"`. Namespaces and
 singleton keys contain no "/", so a prefix scan of `b"job/"` never sees `b"jobs/..."` and no
 singleton can collide with a record.
@@ -67,12 +70,12 @@ class Repository(Generic[T]):
             )
         return _encode(obj, self.namespace)
 
-    def create(self, id: str, obj: T) -> T:
+    def create(self, id: str, obj: T, *, sync: bool = True) -> T:
         key, value = self.key_for(id), self.encode(obj)
         with self.store.write_lock:
             if self.store.get(key) is not None:
                 raise AlreadyExists(f"{self.namespace} {id!r} already exists")
-            self.store.put(key, value)
+            self.store.put(key, value, sync=sync)
         return obj
 
     def get(self, id: str) -> T:
@@ -86,26 +89,26 @@ class Repository(Generic[T]):
         raw = self.store.get(key)
         return None if raw is None else self._decode(key, raw)
 
-    def put(self, id: str, obj: T) -> T:
+    def put(self, id: str, obj: T, *, sync: bool = True) -> T:
         key, value = self.key_for(id), self.encode(obj)
         with self.store.write_lock:
-            self.store.put(key, value)
+            self.store.put(key, value, sync=sync)
         return obj
 
-    def update(self, id: str, obj: T) -> T:
+    def update(self, id: str, obj: T, *, sync: bool = True) -> T:
         key, value = self.key_for(id), self.encode(obj)
         with self.store.write_lock:
             if self.store.get(key) is None:
                 raise NotFound(f"{self.namespace} {id!r} not found")
-            self.store.put(key, value)
+            self.store.put(key, value, sync=sync)
         return obj
 
-    def delete(self, id: str) -> None:
+    def delete(self, id: str, *, sync: bool = True) -> None:
         key = self.key_for(id)
         with self.store.write_lock:
             if self.store.get(key) is None:
                 raise NotFound(f"{self.namespace} {id!r} not found")
-            self.store.delete(key)
+            self.store.delete(key, sync=sync)
 
     def exists(self, id: str) -> bool:
         return self.store.get(self.key_for(id)) is not None
@@ -169,15 +172,15 @@ class Singleton(Generic[T]):
                 f"does not decode as {self.type.__name__}: {exc}"
             ) from exc
 
-    def set(self, obj: T) -> None:
+    def set(self, obj: T, *, sync: bool = True) -> None:
         if not isinstance(obj, self.type):
             raise LocalProtocolError(
                 f"{self._key.decode()} stores {self.type.__name__}, got {type(obj).__name__}"
             )
-        self.store.put(self._key, _encode(obj, self._key.decode()))
+        self.store.put(self._key, _encode(obj, self._key.decode()), sync=sync)
 
-    def clear(self) -> None:
-        self.store.delete(self._key)
+    def clear(self, *, sync: bool = True) -> None:
+        self.store.delete(self._key, sync=sync)
 
 
 def _check_name(name: object, what: str) -> None:

@@ -1,26 +1,38 @@
 """The node's embedded key-value store: one RocksDB (via rocksdict) per node, bytes in, bytes out.
 
-Durability: every write goes through the write-ahead log; `sync=True` (the default) fsyncs the
-WAL before the call returns, so a write that returned survives SIGKILL and power loss. The WAL
-is replayed with point-in-time recovery, so a record torn by a kill is dropped, never half-read.
+Durability: every write goes through the write-ahead log before the call returns, so a write
+that returned survives a killed process. `sync=True` (the default) also fsyncs the WAL before
+returning (it survives a power loss too); `sync=False` leaves the fsync to the group commit
+(`groupcommit.py`), which runs it on its own thread within `sync_interval_s`, one fsync for every
+write made meanwhile; `await store.synced()` waits for it without blocking the event loop. The
+WAL is replayed with point-in-time recovery, so a record torn by a kill is dropped, never
+half-read, and a power loss keeps a prefix of the writes, never a write without those before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import rocksdict
 
+from nunet.db.groupcommit import GroupCommit
 from nunet.errors import ClosedResourceError, LocalProtocolError, StorageFull, StoreError
 
 # A scan holds no RocksDB iterator between two `next()` calls: a live iterator keeps the
 # database (and its LOCK file) open even after `close()`, so we read in chunks and re-seek.
 _SCAN_CHUNK = 256
+
+# The longest a `sync=False` write waits for its fsync under a steady stream of writes (an
+# isolated one is fsynced at once): at most 1/this fsyncs per second whatever the load.
+DEFAULT_SYNC_INTERVAL_S = 0.005
 
 
 class WriteBatch:
@@ -46,7 +58,8 @@ class WriteBatch:
 class Store:
     """An open database. Thread-safe; use one per node and close it on shutdown."""
 
-    def __init__(self, db: rocksdict.Rdict, path: Path) -> None:
+    def __init__(self, db: rocksdict.Rdict, path: Path, *,
+                 sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S) -> None:
         # Use `Store.open`; this only wraps an already opened database.
         self._db: rocksdict.Rdict | None = db
         self.path = path
@@ -55,11 +68,16 @@ class Store:
         self._synced.sync = True
         self._unsynced = rocksdict.WriteOptions()
         self._unsynced.sync = False
+        # Bound to this Rdict (not `self._db`): `close` stops it before closing the database.
+        # No reference back to `self`: a Store dropped unclosed still releases its database.
+        self._group = GroupCommit(functools.partial(_sync_wal, db, path),
+                                  interval_s=sync_interval_s, name=f"store-sync {path.name}")
         # Serialises read-check-write sequences (e.g. Repository.create) across threads.
         self.write_lock = threading.RLock()
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, *, sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S) -> Store:
+        """`sync_interval_s`: the group commit's fsync period under load (see module)."""
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -69,15 +87,21 @@ class Store:
             db = rocksdict.Rdict(str(path), _options())
         except Exception as exc:
             raise _translate(exc, path, "open") from exc
-        return cls(db, path)
+        try:
+            return cls(db, path, sync_interval_s=sync_interval_s)
+        except BaseException:
+            _close_quietly(db)
+            raise
 
     def close(self) -> None:
         with self._close_lock:
             db, self._db = self._db, None
         if db is None:
             return
+        # Runs the fsync still owed to `sync=False` writes; then nobody else touches `db`.
+        self._group.close()
         try:
-            # Not needed for durability (the WAL has it all); it makes the next open fast.
+            # Makes the next open fast; it also persists what the WAL holds.
             db.flush()
         except Exception as exc:
             _close_quietly(db)
@@ -111,20 +135,51 @@ class Store:
         return _as_bytes(value)
 
     def put(self, key: bytes, value: bytes, *, sync: bool = True) -> None:
+        """Write `key`. Survives a killed process once this returns; a power loss too with
+        `sync` (fsynced here), else once the group commit has fsynced it (`synced()`)."""
         _check_bytes(key, value)
         db = self._require_open()
         try:
             db.put(key, value, self._synced if sync else self._unsynced)
         except Exception as exc:
             self._fail(exc, "put")
+        if not sync:
+            self._sync_later()
 
     def delete(self, key: bytes, *, sync: bool = True) -> None:
+        """Delete `key` (missing is fine); `sync` as for `put`."""
         _check_bytes(key)
         db = self._require_open()
         try:
             db.delete(key, self._synced if sync else self._unsynced)
         except Exception as exc:
             self._fail(exc, "delete")
+        if not sync:
+            self._sync_later()
+
+    def sync_soon(self) -> Future[None]:
+        """Have the group commit fsync the WAL soon; the future resolves once every write made
+        before this call is fsynced (or fails with the StoreError of the fsync)."""
+        self._require_open()
+        try:
+            return self._group.request()
+        except ClosedResourceError:
+            raise ClosedResourceError(f"store {self.path} is closed") from None
+
+    async def synced(self) -> None:
+        """Wait, without blocking the event loop, until every write made before this call is
+        fsynced: what a caller whose answer promises power-loss durability awaits."""
+        await asyncio.wrap_future(self.sync_soon())
+
+    @property
+    def wal_syncs(self) -> int:
+        """Fsyncs the group commit has done."""
+        return self._group.syncs
+
+    def _sync_later(self) -> None:
+        # Closed since the write: it is in the WAL, and `close` flushed or will flush it.
+        with contextlib.suppress(ClosedResourceError):
+            self._group.request()
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Entries whose key starts with `prefix`, in key order.
@@ -168,8 +223,9 @@ class Store:
         return out
 
     @contextmanager
-    def batch(self) -> Iterator[WriteBatch]:
-        """Collect writes; committed atomically (and synced) if the block exits normally."""
+    def batch(self, *, sync: bool = True) -> Iterator[WriteBatch]:
+        """Collect writes; committed atomically if the block exits normally; `sync` as for
+        `put`."""
         self._require_open()
         wb = WriteBatch()
         yield wb
@@ -177,9 +233,11 @@ class Store:
             return
         db = self._require_open()
         try:
-            db.write(wb._batch, self._synced)
+            db.write(wb._batch, self._synced if sync else self._unsynced)
         except Exception as exc:
             self._fail(exc, "batch write")
+        if not sync:
+            self._sync_later()
 
     def _require_open(self) -> rocksdict.Rdict:
         db = self._db
@@ -205,6 +263,13 @@ def _options() -> rocksdict.Options:
     opts.set_write_buffer_size(8 << 20)
     opts.set_max_background_jobs(2)
     return opts
+
+
+def _sync_wal(db: rocksdict.Rdict, path: Path) -> None:
+    try:
+        db.flush_wal(True)
+    except Exception as exc:
+        raise _translate(exc, path, "WAL sync") from exc
 
 
 def _check_bytes(*parts: object) -> None:

@@ -203,8 +203,10 @@ class AllocationActor:
         )
 
     def _save(self, **changes: Any) -> None:
+        # In the WAL before the report leaves (a killed provider re-adopts from it); fsynced by
+        # the store's group commit, off the event loop.
         self.record = msgspec.structs.replace(self.record, updated_at=self.env.clock(), **changes)
-        self.env.repo.put(self.record.id, self.record)
+        self.env.repo.put(self.record.id, self.record, sync=False)
 
     def _transition(self, event: str, *, exit_code: int | None = None, reason: str = "") -> None:
         status = advance_allocation(self.status, event)

@@ -144,7 +144,7 @@ class Orchestrator:
              refusals: bool = False) -> list[Action]:
         """Apply one input to the core, persist, and run what it asks for. With `refusals`, an
         IllegalTransition (a user's request in the wrong state) goes to the caller."""
-        before, version = self.core.rec.status, self.core.version
+        version = self.core.version
         try:
             actions = step(*args)
         except IllegalTransition:
@@ -158,7 +158,7 @@ class Orchestrator:
             self.core.counters["core_errors"] += 1
             return []
         if self.core.version != version:
-            self.service.save(self, sync=self.core.rec.status is not before)
+            self.service.save(self)
         for action in actions:
             if isinstance(action, Finished):
                 self._finished = True
@@ -427,11 +427,13 @@ class DeploymentService:
         orchestrator.begin()
         return orchestrator
 
-    def save(self, orchestrator: Orchestrator, *, sync: bool) -> None:
+    def save(self, orchestrator: Orchestrator) -> None:
+        """Persist the record after a step: in the WAL at once (a killed node resumes from it),
+        fsynced by the group commit, off the event loop (a power loss may take the last few
+        milliseconds of steps: resuming redoes them, as after any restart)."""
         if orchestrator.deleted:
             return
-        rec = orchestrator.core.rec
-        self.node.store.put(self.records.key_for(rec.id), self.records.encode(rec), sync=sync)
+        self.records.put(orchestrator.id, orchestrator.core.rec, sync=False)
 
     async def finished(self, orchestrator: Orchestrator) -> None:
         if self.active.get(orchestrator.id) is orchestrator:
@@ -459,9 +461,13 @@ class DeploymentService:
         deployment_id = secrets.token_hex(16)
         rec = new_record(deployment_id, ensemble, self.clock(),
                          args.timeout or self.default_timeout_s)
-        self.records.create(deployment_id, rec)
+        self.records.create(deployment_id, rec, sync=False)
         self._launch(rec, ensemble)
-        return summary(rec)
+        answer = summary(rec)
+        # The id we answer stays known even after a power loss; the fsync is shared with every
+        # write made meanwhile and runs off the event loop.
+        await self.node.store.synced()
+        return answer
 
     def _record(self, deployment_id: str) -> DeploymentRecord:
         running = self.active.get(deployment_id)
@@ -627,7 +633,7 @@ class DeploymentService:
         record = CachedLog(data=bytes(data[:MAX_CACHED_LOG]), truncated=not finished)
         orchestrator = self.active.get(deployment_id)
         if orchestrator is None or not orchestrator.deleted:
-            self.kept_logs.put(f"{deployment_id}/{allocation}", record)
+            self.kept_logs.put(f"{deployment_id}/{allocation}", record, sync=False)
 
 
 def _slice(allocation: str, kept: CachedLog, offset: int, limit: int) -> LogsView:

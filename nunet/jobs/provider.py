@@ -418,7 +418,7 @@ class ProviderService:
                     orchestrator=request.orchestrator, provider=self.did, spec=spec,
                     resources=share, ports=ports.get(name, ()), created_at=now, updated_at=now,
                 )
-                self.repo.put(record.id, record)
+                self.repo.put(record.id, record, sync=False)  # group commit: see allocation.py
                 made.append(self._actor(record))
         except BaseException:
             for share in allocated:

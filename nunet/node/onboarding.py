@@ -4,6 +4,10 @@ ResourceConfig, Offboard), plus the allocation bookkeeping the jobs code uses.
 Invariants:
 - The state lives in one `StateStore` (in the node: the db `Singleton` at key "onboarding"); it is
   written after every change and re-read on every call, so nothing here can go stale.
+- Durability: onboard, resource_config and offboard are fsynced before they return (the API
+  answers from them). `allocate`/`release` are not (`sync=False`: in the WAL, so a killed process
+  keeps them; fsynced by the store's group commit): they run for every allocation, and the jobs
+  code's records are the truth that `ProviderService.reconcile` resets `allocated` to at start.
 - Not onboarded means "no state stored" (or a stored state with `onboarded=False`).
 - `allocated` always fits in `capacity`: `allocate` checks against the free amount,
   `resource_config` refuses a capacity that no longer holds what is allocated.
@@ -45,7 +49,7 @@ class StateStore(Protocol[T]):
 
     def get(self) -> T | None: ...
 
-    def set(self, obj: T, /) -> None: ...
+    def set(self, obj: T, /, *, sync: bool = True) -> None: ...
 
     def clear(self) -> None: ...
 
@@ -182,12 +186,12 @@ class Onboarding:
         if short := free.shortfalls(r):
             path, message = short[0]
             raise CapacityError(f"not enough free: {message}", path=path)
-        self._state.set(msgspec.structs.replace(state, allocated=state.allocated + r))
+        self._state.set(msgspec.structs.replace(state, allocated=state.allocated + r), sync=False)
 
     def release(self, r: Resources) -> None:
         """Give back `r`; ValidationError when more than is allocated (nothing changes then)."""
         state = self._require()
-        self._state.set(msgspec.structs.replace(state, allocated=state.allocated - r))
+        self._state.set(msgspec.structs.replace(state, allocated=state.allocated - r), sync=False)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class FakeState:
             return None
         return msgspec.msgpack.decode(self.raw, type=OnboardingState)
 
-    def set(self, obj: OnboardingState) -> None:
+    def set(self, obj: OnboardingState, *, sync: bool = True) -> None:
         self.raw = msgspec.msgpack.encode(obj)
         self.writes += 1
 
