@@ -9,11 +9,13 @@ sees the user's key.
 - `nunet actor msg BEHAVIOR [PAYLOAD]` prints a signed envelope (JSON) for `send`/`invoke`/
   `broadcast`, which take it as text, `@FILE` or `-` (standard input).
 - `nunet actor cmd BEHAVIOR [flags]` builds, signs, invokes and prints the reply; the node's
-  behaviours (nunet/node/behaviors.py) get one flag per field of their request.
+  behaviours (nunet/node/behaviors.py) get one flag per field of their request (DMS's `-f FILE`
+  for an ensemble, `-t` for a timeout); `-e/--expiry` is how long the message lives.
 """
 
 from __future__ import annotations
 
+import enum
 import secrets
 import sys
 import time
@@ -52,10 +54,12 @@ def _dest_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+def _expiry_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    # Not --timeout: a behaviour's own arguments may be called that (deployment/new's -t).
     return click.option(
-        "--timeout", "-t", type=click.FloatRange(0.1, 300.0), default=DEFAULT_TIMEOUT_S,
-        show_default=True, help="seconds the message lives (and the reply is waited for)",
+        "--expiry", "-e", "timeout", type=click.FloatRange(0.1, 300.0),
+        default=DEFAULT_TIMEOUT_S, show_default=True,
+        help="seconds the message lives (and the reply is waited for)",
     )(func)
 
 
@@ -135,6 +139,15 @@ class _Signer:
         return env.sign(self.keypair)
 
 
+def _read_text(path: str, hint: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=hint) from None
+
+
 def _read_message(text: str) -> Envelope:
     from nunet.actor.envelope import from_json
 
@@ -201,7 +214,7 @@ def _print_data(data: bytes, as_json: bool) -> None:
 @click.argument("payload", default="")
 @_context_option
 @_dest_option
-@_timeout_option
+@_expiry_option
 @click.option("--invoke", "-i", "reply", is_flag=True, help="ask for a reply (for `invoke`)")
 @click.option("--broadcast", "-b", "topic", default="", metavar="TOPIC",
               help="publish on TOPIC (for `broadcast`)")
@@ -302,35 +315,66 @@ def actor_cmd() -> None:
     """Invoke a behaviour with flags for its arguments and print the reply."""
 
 
+# DMS's short flags for some arguments: `actor cmd /dms/node/deployment/new -f FILE -t 60`.
+_SHORT = {"ensemble": "-f", "timeout": "-t"}
+_FILE_FIELDS = frozenset({"ensemble"})  # given as a file to read (`-` for standard input)
+
+
+def _plain_type(kind: Any) -> Any:
+    """`int` for `Annotated[int, ...] | None` and the like; the type itself otherwise."""
+    import types
+    import typing
+
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(members) == 1:
+            return _plain_type(members[0])
+    return kind
+
+
 def _behavior_command(name: str, behavior: Behavior | None) -> click.Command:
     params: list[click.Parameter] = []
-    fields: list[tuple[str, str, bool]] = []  # (field, flag dest, is JSON)
+    fields: list[tuple[str, str, str]] = []  # (field, flag dest, how: plain | json | file)
     if behavior is not None:
         import msgspec
 
         for field in msgspec.structs.fields(behavior.request):
             dest = "f_" + field.name
-            flag = "--" + field.name.replace("_", "-")
-            kind = field.type
-            required = field.required
-            if kind is bool:
-                params.append(click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None,
-                                           help=f"{field.name} (yes/no)"))
-                fields.append((field.name, dest, False))
+            flags = ["--" + field.name.replace("_", "-")]
+            if field.name in _SHORT:
+                flags.append(_SHORT[field.name])
+            kind = _plain_type(field.type)
+            # Not enforced here: --payload may give everything; the node names what is missing.
+            required = False
+            if field.name in _FILE_FIELDS:
+                params.append(click.Option([*flags, dest], required=required, metavar="FILE",
+                                           help=f"{field.name}: a YAML or JSON file (- for stdin)"))
+                fields.append((field.name, dest, "file"))
+            elif kind is bool:
+                params.append(click.Option([f"{flags[0]}/--no-{flags[0][2:]}", dest],
+                                           default=None, help=f"{field.name} (yes/no)"))
+                fields.append((field.name, dest, "plain"))
+            elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+                params.append(click.Option([*flags, dest], required=required,
+                                           type=click.Choice([str(m.value) for m in kind]),
+                                           help=field.name))
+                fields.append((field.name, dest, "plain"))
             elif kind in (str, int, float):
-                params.append(click.Option([flag, dest], type=kind, required=required,
+                params.append(click.Option([*flags, dest], type=kind, required=required,
                                            help=f"{field.name} ({kind.__name__})"))
-                fields.append((field.name, dest, False))
+                fields.append((field.name, dest, "plain"))
             else:
-                params.append(click.Option([flag, dest], required=required, metavar="JSON",
+                params.append(click.Option([*flags, dest], required=required, metavar="JSON",
                                            help=f"{field.name} (JSON)"))
-                fields.append((field.name, dest, True))
+                fields.append((field.name, dest, "json"))
     params.append(click.Option(["--payload", "payload"], default=None, metavar="JSON",
                                help="the whole payload as JSON (instead of the flags)"))
 
     @_context_option
     @_dest_option
-    @_timeout_option
+    @_expiry_option
     @config_options
     @json_option
     @click.pass_context
@@ -353,15 +397,17 @@ def _behavior_command(name: str, behavior: Behavior | None) -> click.Command:
     )
 
 
-def _payload(fields: list[tuple[str, str, bool]], values: dict[str, Any]) -> bytes:
+def _payload(fields: list[tuple[str, str, str]], values: dict[str, Any]) -> bytes:
     import msgspec
 
     out: dict[str, Any] = {}
-    for field, dest, is_json in fields:
+    for field, dest, how in fields:
         value = values.get(dest)
         if value is None:
             continue
-        if is_json:
+        if how == "file":
+            value = _read_text(value, "--" + field.replace("_", "-"))
+        elif how == "json":
             try:
                 value = msgspec.json.decode(value)
             except msgspec.DecodeError as exc:

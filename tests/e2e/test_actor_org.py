@@ -43,7 +43,7 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Member]]:
 
 
 def _hello(member: Member, dest: Member, behavior: str = "/public/hello") -> CliResult:
-    return member.node.cli("actor", "cmd", behavior, "-d", dest.node_did, "-t", "5", "--json")
+    return member.node.cli("actor", "cmd", behavior, "-d", dest.node_did, "-e", "5", "--json")
 
 
 def test_granted_invocation_crosses_nodes(members: list[Member]) -> None:
@@ -77,7 +77,7 @@ def test_a_stranger_is_refused(members: list[Member], tmp_path: Path) -> None:
     assert stranger.cli("key", "new", "stranger").code == 0
     assert stranger.cli("cap", "new", "stranger").code == 0
     result = stranger.cli("actor", "cmd", "/public/hello", "-c", "stranger",
-                          "-d", bob.node_did, "-t", "5")
+                          "-d", bob.node_did, "-e", "5")
     assert result.code == 1
     assert "untrusted_root" in result.stderr
 

@@ -273,7 +273,7 @@ def test_a_revoked_member_is_refused_by_providers(cluster: Cluster, tmp_path: Pa
     assert status(alice.node, dep)["providers"] == {"node1": bob.node_did}
 
     def hello_bob() -> CliResult:
-        return alice.node.cli("actor", "cmd", "/public/hello", "-d", bob.node_did, "-t", "5")
+        return alice.node.cli("actor", "cmd", "/public/hello", "-d", bob.node_did, "-e", "5")
 
     assert hello_bob().code == 0
     revoked = ok(alice.node, "cap", "revoke", "-c", "org", alice.grant, "--json").json()

@@ -100,7 +100,7 @@ def test_invoke_without_reply_path_is_refused(node: NodeProcess) -> None:
 def test_invoke_times_out_with_408(node: NodeProcess) -> None:
     # Dialling an unroutable address takes longer than the message lives.
     doc = _msg(node, "/dms/node/peers/connect",
-               json.dumps({"address": "/ip4/10.255.255.1/udp/9/quic-v1"}), "--invoke", "-t", "1")
+               json.dumps({"address": "/ip4/10.255.255.1/udp/9/quic-v1"}), "--invoke", "-e", "1")
     with pytest.raises(InvokeTimeout):
         _api(node).post("/api/v1/actor/invoke", doc)
     assert _api(node).get("/health")["status"] == "ok"
@@ -115,3 +115,20 @@ def test_bad_cli_input(node: NodeProcess) -> None:
         assert result.code in (1, 2), (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert result.stderr.strip()
+
+
+def test_deployment_behaviours_take_dms_flags(node: NodeProcess) -> None:
+    """`nunet actor cmd /dms/node/deployment/new -f FILE -t SECONDS`, as in DMS."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    made = node.cli("actor", "cmd", "/dms/node/deployment/new",
+                    "-f", str(examples / "hello.yaml"), "-t", "30", "--json")
+    assert made.code == 0, made.stderr
+    reply = made.json()
+    assert isinstance(reply, dict)
+    listed = node.cli("actor", "cmd", "/dms/node/deployment/list", "--status", "Preparing",
+                      "--json")
+    assert listed.code == 0, listed.stderr
+    assert reply["id"] in str(listed.json())
+    bad = node.cli("actor", "cmd", "/dms/node/deployment/new", "-f", "/no/such/file.yaml")
+    assert bad.code == 2
+    assert "cannot read /no/such/file.yaml" in bad.stderr
