@@ -33,10 +33,19 @@ SELF_RECORDING: dict[tuple[str, ...], list[str]] = {
 }
 
 
-def main() -> int:
+def main(only: list[str]) -> int:
+    """Record every flame graph, or only those named (`record.py actor_dispatch.svg`)."""
+    known = {*PROFILES, *(n for names in SELF_RECORDING for n in names)}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        print(f"unknown: {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+              file=sys.stderr)
+        return 2
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     failed = 0
     for name, (flags, workload) in PROFILES.items():
+        if only and name not in only:
+            continue
         out = HERE / name
         rate = [] if "--rate" in flags else ["--rate", "500"]
         cmd = [py_spy, "record", *rate, *flags, "-o", str(out), "--", *workload]
@@ -46,6 +55,8 @@ def main() -> int:
                   "kernel.yama.ptrace_scope=0)", file=sys.stderr)
             failed += 1
     for names, workload in SELF_RECORDING.items():
+        if only and not set(names) & set(only):
+            continue
         print(f"$ {' '.join(workload)}  # -> {', '.join(names)}", flush=True)
         if subprocess.run([*workload, "--py-spy", py_spy], check=False).returncode != 0:
             print(f"recording {', '.join(names)} failed", file=sys.stderr)
@@ -54,4 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
