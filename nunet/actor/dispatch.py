@@ -272,6 +272,23 @@ class Dispatcher:
         """Checks 1-4: alive, from whom it says, not a replay. `raw`: the bytes `env` was
         decoded from, so the signature message is sliced out of them, not re-encoded. Until
         this passes, nobody proven is there to answer to."""
+        if self._prove(env, session_did, now, raw):
+            # 4. replay
+            self.replay.check(env.sender.did, env.nonce, env.options.expiry, int(now * 1e9))
+
+    def vet_broadcast(self, env: Envelope, *, now: float, raw: bytes | memoryview | None) -> None:
+        """Whether gossip may pass a broadcast on (its topic's validator): checks 1-3 and the
+        capabilities this node's subscribers ask, nothing recorded (the replay check and the
+        limits are delivery's), nothing looked up (not subscribing to the behaviour is no fault
+        of the sender's)."""
+        self._prove(env, None, now, raw)
+        self._broadcast_capabilities(env, self._broadcast_targets(env, now), now)
+
+    def _prove(
+        self, env: Envelope, session_did: str | None, now: float, raw: bytes | memoryview | None
+    ) -> bool:
+        """Checks 1-3; True when a signature proved the sender (the envelope may be replayed),
+        False when the session did."""
         now_ns = int(now * 1e9)
         options = env.options
         # 1. expiry
@@ -283,7 +300,7 @@ class Dispatcher:
         sender = env.sender.did
         signature = env.signature
         if sender == session_did and not signature:
-            return  # the session's handshake proved this key
+            return False  # the session's handshake proved this key
         try:
             key = public_key_from_did(sender)
         except InvalidDID as exc:
@@ -297,8 +314,7 @@ class Dispatcher:
             raise SignatureError(
                 f"signature does not verify against the sender {sender}", path="signature"
             )
-        # 4. replay
-        self.replay.check(sender, env.nonce, options.expiry, now_ns)
+        return True
 
     def authorize(self, env: Envelope, *, session_did: str | None, now: float) -> Admitted:
         """Checks 5-7 on an authenticated envelope: capability, lookup, limits."""
@@ -307,17 +323,8 @@ class Dispatcher:
         sender = env.sender.did
         link: Link | None = None
         if topic:
-            targets: list[tuple[str, Registration]] = []
-            for inbox in self._subscribers.get(topic, ()):
-                reg = self._inboxes[inbox].behaviors.get(behavior)
-                if reg is not None and (reg.expiry is None or reg.expiry > now):
-                    targets.append((inbox, reg))
-            # Every distinct capability asked by a target must be granted; none asked (no
-            # target): the behaviour's own, so that probing learns nothing without a grant.
-            asked = {reg.capability for _, reg in targets} if targets else {behavior}
-            for capability in asked:
-                if capability is not None:
-                    link = self._verify(env, capability, topic, None, now)
+            targets = self._broadcast_targets(env, now)
+            link = self._broadcast_capabilities(env, targets, now)
             if not targets:
                 raise NotFound(
                     f"no subscriber to {topic} has the behaviour {behavior}", path="behavior"
@@ -355,6 +362,27 @@ class Dispatcher:
             if reg.one_shot:
                 self._inboxes[inbox].behaviors.pop(behavior, None)
         return Admitted(env, session_did, link, tuple(targets), peer)
+
+    def _broadcast_targets(self, env: Envelope, now: float) -> list[tuple[str, Registration]]:
+        targets: list[tuple[str, Registration]] = []
+        behavior = env.behavior
+        for inbox in self._subscribers.get(env.options.topic, ()):
+            reg = self._inboxes[inbox].behaviors.get(behavior)
+            if reg is not None and (reg.expiry is None or reg.expiry > now):
+                targets.append((inbox, reg))
+        return targets
+
+    def _broadcast_capabilities(
+        self, env: Envelope, targets: list[tuple[str, Registration]], now: float
+    ) -> Link | None:
+        """Every distinct capability asked by a target must be granted; none asked (no
+        target): the behaviour's own, so that probing learns nothing without a grant."""
+        link: Link | None = None
+        asked = {reg.capability for _, reg in targets} if targets else {env.behavior}
+        for capability in asked:
+            if capability is not None:
+                link = self._verify(env, capability, env.options.topic, None, now)
+        return link
 
     def _verify(
         self, env: Envelope, capability: str, topic: str | None, receiver: str | None, now: float

@@ -50,6 +50,7 @@ from nunet.errors import (
     AlreadyExists,
     BadSender,
     DecodeError,
+    EnvelopeExpired,
     LocalProtocolError,
     NunetError,
     RemoteActorError,
@@ -60,6 +61,7 @@ from nunet.errors import (
 from nunet.net import kinds
 from nunet.net.api import Network
 from nunet.net.gossip.actions import Message as GossipMessage
+from nunet.net.gossip.actions import Verdict
 from nunet.net.gossip.service import GossipService
 from nunet.ucan import TrustContext
 
@@ -711,6 +713,28 @@ class ActorSystem:
         self._followed[topic] = count + 1
         if count == 0 and self.gossip is not None:
             self.gossip.subscribe(topic, self._on_gossip)
+            self.gossip.set_validator(topic, self._vet)
+
+    def _vet(self, message: GossipMessage) -> Verdict:
+        """Gossip's validator for our topics: an envelope that is not signed by its sender, or
+        whose chain does not grant what our subscribers ask, is not passed on (and its relayer
+        is penalised); an expired one is dropped without blame. Ours pass: they were made here."""
+        try:
+            env = decode(message.data)
+            if env.options.topic != message.topic:
+                raise DecodeError(
+                    f"an envelope for {env.options.topic or 'no topic'} on {message.topic}",
+                    path="options.topic",
+                )
+            if env.sender.address.host_id == self.did:
+                return Verdict.ACCEPT
+            self.dispatcher.vet_broadcast(env, now=self.clock(), raw=message.data)
+        except EnvelopeExpired:
+            return Verdict.IGNORE
+        except NunetError as exc:
+            self._rejected(message.source, exc)
+            return Verdict.REJECT
+        return Verdict.ACCEPT
 
     def _unfollow(self, topic: str) -> None:
         count = self._followed.get(topic, 0) - 1
@@ -719,6 +743,7 @@ class ActorSystem:
             return
         self._followed.pop(topic, None)
         if count == 0 and self.gossip is not None:
+            self.gossip.set_validator(topic, None)
             self.gossip.unsubscribe(topic, self._on_gossip)
 
     # --- running handlers ------------------------------------------------------------------------
