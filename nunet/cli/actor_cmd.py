@@ -259,7 +259,7 @@ def actor_invoke(ctx: click.Context, message: str, as_json: bool) -> None:
 
 
 @actor.command("broadcast", epilog="\b\nExample:\n"
-               "  nunet actor msg /public/hello --broadcast /nunet/hello -t 3 | "
+               "  nunet actor msg /public/hello --broadcast /nunet/public -e 3 | "
                "nunet actor broadcast -")
 @click.argument("message")
 @config_options

@@ -86,3 +86,20 @@ async def test_an_invalid_broadcast_is_neither_delivered_nor_passed_on() -> None
         await asyncio.sleep(0.05)
         assert got == [b"granted"]
         assert b.rejections["capability_denied"] == 1
+
+
+async def test_only_what_this_node_published_skips_the_check() -> None:
+    """A handle claiming our node as its host proves nothing; gossip's publisher does."""
+    from nunet.actor.handle import Handle
+
+    async with world([NODE_A, NODE_B]) as w:
+        b = w[1]
+        b.root.add_behavior(BEHAVIOR, lambda m: b"bid")
+        b.root.subscribe(TOPIC)
+        now = time.time()
+        posing = Handle.for_actor(MALLORY.did, NODE_B.did, "root")
+        env = envelope(MALLORY, NO_HANDLE, BEHAVIOR, now=now, caps=(self_root(MALLORY, now),),
+                       sign=True, topic=TOPIC, handle=posing)
+        assert b._vet(gossip(env.encode())) is Verdict.REJECT
+        assert b.rejections["untrusted_root"] == 1
+        assert b._vet(gossip(env.encode(), source=NODE_B.did)) is Verdict.ACCEPT
