@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nunet.cli.options import client, config_options, json_option, load
+from nunet.cli.options import client, config_options, json_option
 from nunet.cli.output import emit
 
 if TYPE_CHECKING:
@@ -76,15 +76,10 @@ class _Signer:
 
     def __init__(self, ctx: click.Context, context: str) -> None:
         from nunet.actor.caps import CapabilityProvider
-        from nunet.crypto.keystore import KeyStore, passphrase_from_env_or_prompt
-        from nunet.ucan import CapabilityStore, TrustContext
+        from nunet.cli.cap_cmd import context_key, load_context
 
-        user_dir = Path(load(ctx).config.general.user_dir).expanduser()
-        keys = KeyStore(user_dir / "key")
-        keys.did(context)  # a missing key is reported before the passphrase is asked for
-        store = CapabilityStore.open(user_dir / "cap", context)
-        self.keypair = keys.load(context, passphrase_from_env_or_prompt())
-        trust = TrustContext(did=self.keypair.did, store=store)
+        trust = load_context(ctx, context)  # a missing context or key before any passphrase
+        self.keypair = context_key(ctx, context)
         self.provider = CapabilityProvider(trust, self.keypair)
         self.api = client(ctx)
         self._node: str | None = None

@@ -177,7 +177,7 @@ def cap_anchor(ctx: click.Context, context: str, roots: tuple[str, ...],
     require_tokens = [_single(text, "--require") for text in requires]
     provide_chains = [_tokens(text, "--provide") for text in provides]
     revoke_tokens = [_single(text, "--revoke") for text in revokes]
-    trust = _trust(ctx, context)
+    trust = load_context(ctx, context)
     if provide_chains and trust.did is None:
         raise NotFound(f"context {context!r} has no key {context!r} in the keystore: a provide "
                        "anchor must be checked to be addressed to it")
@@ -221,7 +221,7 @@ def cap_remove(ctx: click.Context, context: str, roots: tuple[str, ...],
         raise click.UsageError(
             "nothing to remove: give --root, --require, --provide, --revoke or --token"
         )
-    trust = _trust(ctx, context)
+    trust = load_context(ctx, context)
     store = _store_of(trust)
     # Resolve everything first: an unknown reference changes nothing.
     missing = [did for did in roots if did not in trust.roots]
@@ -281,8 +281,8 @@ def cap_grant(ctx: click.Context, context: str, audience: str | None, caps: tupl
     now = _now()
     until = _expiry(expiry, duration, now)
     _check_request(audience, caps, topics, action)
-    trust = _trust(ctx, context)
-    key = _signing_key(ctx, context)
+    trust = load_context(ctx, context)
+    key = context_key(ctx, context)
     raw = issue(
         key, action=action,  # type: ignore[arg-type]
         subject=subject, audience=audience or "", capabilities=caps, topics=topics,
@@ -317,9 +317,9 @@ def cap_delegate(ctx: click.Context, context: str, audience: str | None, caps: t
     now = _now()
     until = _expiry(expiry, duration, now)
     _check_request(audience, caps, topics, action)
-    trust = _trust(ctx, context)
+    trust = load_context(ctx, context)
     parent, parent_proofs = _pick_parent(trust, context, caps, topics, until, subject, now)
-    key = _signing_key(ctx, context)
+    key = context_key(ctx, context)
     parent_tok = _decode(parent)
     raw = issue(
         key, action=action,  # type: ignore[arg-type]
@@ -353,13 +353,13 @@ def cap_revoke(ctx: click.Context, context: str, token: str, broadcast: bool, as
     from nunet.ucan import revoke
 
     now = _now()
-    trust = _trust(ctx, context)
+    trust = load_context(ctx, context)
     target = _target(trust, token)
     tok = _decode(target)
     if tok.expiry <= now:
         raise ExpiredError(f"token {_short(target)} expired at {_iso(tok.expiry)}: nothing to "
                            "revoke", path="TOKEN")
-    rev = revoke(_signing_key(ctx, context), target, not_before=now)
+    rev = revoke(context_key(ctx, context), target, not_before=now)
     trust.add_revocation(rev, now)
     gossip = _broadcast_revocation(ctx, rev) if broadcast else None
     _print_issued(ctx, context, [rev], as_json, verbose, "revoked", gossip)
@@ -390,7 +390,7 @@ def cap_list(ctx: click.Context, context: str | None, as_json: bool) -> None:
         for name in [] if as_json else names:
             click.echo(name)
         return
-    trust = _trust(ctx, context)
+    trust = load_context(ctx, context)
     store = _store_of(trust)
     if as_json:
         emit({
@@ -461,8 +461,9 @@ def _keystore(ctx: click.Context) -> KeyStore:
     return KeyStore(_user_dir(ctx) / "key")
 
 
-def _trust(ctx: click.Context, context: str) -> TrustContext:
-    """The context, loaded; its DID is its key's (None if that key is gone)."""
+def load_context(ctx: click.Context, context: str) -> TrustContext:
+    """The context, loaded; its DID is its key's (None if that key is gone). NotFound when there
+    is no such context."""
     from nunet.errors import KeyNotFound
     from nunet.ucan import CapabilityStore, TrustContext
 
@@ -479,7 +480,9 @@ def _store_of(trust: TrustContext) -> CapabilityStore:
     return trust.store
 
 
-def _signing_key(ctx: click.Context, context: str) -> KeyPair:
+def context_key(ctx: click.Context, context: str) -> KeyPair:
+    """The context's signing key (the keystore key of the same name), passphrase asked for only
+    once the key is known to exist."""
     from nunet.crypto.keystore import passphrase_from_env_or_prompt
 
     keys = _keystore(ctx)
@@ -738,17 +741,23 @@ def _done(ctx: click.Context, context: str, result: dict[str, Any], as_json: boo
         click.echo("node re-read the context" if node["reloaded"] else node["reason"], err=True)
 
 
+def _ask_node(ctx: click.Context, path: str, body: dict[str, str]) -> Any:
+    """POST `body` to the running node, briefly: raises NodeUnreachable when none answers."""
+    from nunet.cli.client import ApiClient
+
+    rest = load(ctx).config.rest
+    return ApiClient(rest.addr, rest.port, rest.unix_socket, timeout=RELOAD_TIMEOUT_S).post(
+        path, body
+    )
+
+
 def _broadcast_revocation(ctx: click.Context, revocation: bytes) -> dict[str, Any]:
     """Hand a revocation to the running node to apply and gossip; never fails the command."""
-    from nunet.cli.client import ApiClient
     from nunet.errors import NodeUnreachable
     from nunet.ucan import to_text
 
     try:
-        rest = load(ctx).config.rest
-        ApiClient(rest.addr, rest.port, rest.unix_socket, timeout=RELOAD_TIMEOUT_S).post(
-            REVOKE_PATH, {"token": to_text(revocation)}
-        )
+        _ask_node(ctx, REVOKE_PATH, {"token": to_text(revocation)})
     except NodeUnreachable:
         return {"broadcast": False, "reason": "node not running: nothing was gossiped"}
     except NunetError as exc:
@@ -758,14 +767,10 @@ def _broadcast_revocation(ctx: click.Context, revocation: bytes) -> dict[str, An
 
 def _notify(ctx: click.Context, context: str) -> dict[str, Any]:
     """Ask a running node to re-read `context`; never fails the command."""
-    from nunet.cli.client import ApiClient
     from nunet.errors import NodeUnreachable
 
     try:
-        rest = load(ctx).config.rest
-        reply = ApiClient(
-            rest.addr, rest.port, rest.unix_socket, timeout=RELOAD_TIMEOUT_S
-        ).post(RELOAD_PATH, {"context": context})
+        reply = _ask_node(ctx, RELOAD_PATH, {"context": context})
     except NodeUnreachable:
         return {"reloaded": False, "reason": NOT_RUNNING}
     except NunetError as exc:
