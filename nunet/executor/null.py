@@ -5,6 +5,7 @@ with a configured code; everything lives in memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -36,6 +37,22 @@ class NullBehaviour(msgspec.Struct, frozen=True):
 
 
 _DEFAULT = NullBehaviour()
+
+
+def behaviour_of_command(spec: ExecutionSpec) -> NullBehaviour:
+    """What a null execution does, read from its command (the node's null executor, for tests
+    and benchmarks): `echo WORDS...` prints them, `sleep SECONDS` runs that long (`inf`: until
+    stopped), `fail CODE WORDS...` exits with CODE and prints WORDS on stderr; anything else ends
+    at once with exit code 0."""
+    match spec.cmd:
+        case ("echo", *words):
+            return NullBehaviour(stdout=" ".join(words).encode() + b"\n")
+        case ("sleep", seconds):
+            with contextlib.suppress(ValueError):
+                return NullBehaviour(duration_s=min(max(0.0, float(seconds)), 1e9))
+        case ("fail", code, *words) if code.isdigit():
+            return NullBehaviour(exit_code=int(code), stderr=" ".join(words).encode() + b"\n")
+    return _DEFAULT
 
 
 class _Execution:

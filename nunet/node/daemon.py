@@ -92,9 +92,9 @@ def job_components(node: Node, actors: ActorSystem) -> tuple[list[Component], di
 
     executors: dict[str, Any] = {"docker": DockerExecutor()}
     if os.environ.get(NULL_EXECUTOR_ENV, "") not in ("", "0"):
-        from nunet.executor.null import NullExecutor
+        from nunet.executor.null import NullExecutor, behaviour_of_command
 
-        executors["null"] = NullExecutor(null_behaviour)
+        executors["null"] = NullExecutor(behaviour_of_command)
     window = os.environ.get(BID_WINDOW_ENV, "")
     try:
         seconds = float(window) if window else Tuning().bid_window_s
@@ -106,23 +106,6 @@ def job_components(node: Node, actors: ActorSystem) -> tuple[list[Component], di
     deployments = DeploymentService(node, tuning=tuning)
     node.deployments = deployments
     return [deployments, ProviderService(actors, node, executors)], executors
-
-
-def null_behaviour(spec: Any) -> Any:
-    """What a null execution does, from its command: `echo WORDS...` prints them, `sleep
-    SECONDS` runs that long (`inf`: until stopped), `fail CODE WORDS...` exits with CODE and
-    prints WORDS on stderr; anything else ends at once with exit code 0."""
-    from nunet.executor.null import NullBehaviour
-
-    match spec.cmd:
-        case ("echo", *words):
-            return NullBehaviour(stdout=" ".join(words).encode() + b"\n")
-        case ("sleep", seconds):
-            with contextlib.suppress(ValueError):
-                return NullBehaviour(duration_s=min(max(0.0, float(seconds)), 1e9))
-        case ("fail", code, *words) if code.isdigit():
-            return NullBehaviour(exit_code=int(code), stderr=" ".join(words).encode() + b"\n")
-    return NullBehaviour()
 
 
 async def serve(

@@ -8,7 +8,7 @@ import pytest
 
 from nunet.errors import ExecutionExists, ExecutionFailed, ExecutionNotFound
 from nunet.executor.api import ExecutionSpec, Executor, ResourceLimits
-from nunet.executor.null import NullBehaviour, NullExecutor
+from nunet.executor.null import NullBehaviour, NullExecutor, behaviour_of_command
 
 
 def spec(eid: str = "e1", resources: ResourceLimits | None = None) -> ExecutionSpec:
@@ -113,3 +113,20 @@ async def test_list_managed_stats_and_available() -> None:
     down = await NullExecutor(available_reason="maintenance").available()
     assert (down.ok, down.reason) == (False, "maintenance")
     await ex.close()
+
+
+@pytest.mark.parametrize(
+    ("cmd", "expected"),
+    [
+        (("echo", "hello", "there"), NullBehaviour(stdout=b"hello there\n")),
+        (("sleep", "2.5"), NullBehaviour(duration_s=2.5)),
+        (("sleep", "inf"), NullBehaviour(duration_s=1e9)),
+        (("sleep", "-3"), NullBehaviour(duration_s=0.0)),
+        (("sleep", "soon"), NullBehaviour()),
+        (("fail", "3", "oops"), NullBehaviour(exit_code=3, stderr=b"oops\n")),
+        (("fail", "x"), NullBehaviour()),
+        ((), NullBehaviour()),
+    ],
+)
+def test_behaviour_of_command(cmd: tuple[str, ...], expected: NullBehaviour) -> None:
+    assert behaviour_of_command(ExecutionSpec(execution_id="e", image="x", cmd=cmd)) == expected
