@@ -5,9 +5,7 @@ orchestrator that drives the deployment protocol and collects the allocation rep
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nunet.actor.handle import Handle
@@ -39,14 +37,12 @@ from nunet.jobs.protocol import (
 )
 from nunet.jobs.provider import ProviderService
 from nunet.jobs.spec import Ensemble, parse_ensemble
-from nunet.net.gossip import GossipParams
-from nunet.net.gossip.service import GossipService
 from nunet.node.machine import CPUInfo, DiskInfo, MachineInfo
 from nunet.node.node import Node
 from nunet.node.onboarding import Capacity, Location, Onboarding, OnboardingState
 from nunet.node.resources import gib
-from nunet.testing.memnet import MemoryHub, mem_addr
-from nunet.ucan import TrustContext
+from nunet.testing.actors import World as World  # re-exported for the provider tests
+from nunet.testing.actors import world as world
 
 KEYS = [KeyPair.from_seed(bytes([0x60 + i]) * 32) for i in range(4)]
 PROVIDER, USER, OTHER = KEYS[:3]
@@ -83,56 +79,6 @@ def make_node(tmp: Path, key: KeyPair = PROVIDER, *, onboard: bool = True) -> No
     if onboard:
         node.onboard(CAPACITY)
     return node
-
-
-class World:
-    def __init__(self, hub: MemoryHub, systems: dict[str, ActorSystem], tg: asyncio.TaskGroup):
-        self.hub = hub
-        self.systems = systems
-        self.tg = tg
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def start(self, component: ProviderService) -> asyncio.Task[None]:
-        ready = asyncio.Event()
-        task = self.tg.create_task(component.run(ready.set))
-        self.tasks.append(task)
-        async with asyncio.timeout(30):
-            await ready.wait()
-        return task
-
-
-@asynccontextmanager
-async def world(keys: list[KeyPair]) -> AsyncIterator[World]:
-    """Actor systems for `keys` on one memnet hub, connected, trusting each other as roots."""
-    hub = MemoryHub()
-    nets = [hub.node(k.did) for k in keys]
-    for net in nets:
-        for other in nets:
-            if other is not net:
-                net.add_addresses(other.local_did, (mem_addr(other.local_did),))
-    for i, net in enumerate(nets):
-        for other in nets[i + 1:]:
-            await net.connect(mem_addr(other.local_did))
-    gossip = [GossipService(net, key, GossipParams(heartbeat_interval=0.02), rng=random.Random(i))
-              for i, (net, key) in enumerate(zip(nets, keys, strict=True))]
-    systems = {
-        key.did: ActorSystem(net, key, TrustContext([k.did for k in keys], did=key.did),
-                             gossip=service)
-        for net, key, service in zip(nets, keys, gossip, strict=True)
-    }
-    async with AsyncExitStack() as stack:
-        tg = await stack.enter_async_context(asyncio.TaskGroup())
-        tasks = []
-        for component in [*gossip, *systems.values()]:
-            ready = asyncio.Event()
-            tasks.append(tg.create_task(component.run(ready.set)))
-            await ready.wait()
-        w = World(hub, systems, tg)
-        try:
-            yield w
-        finally:
-            for task in [*w.tasks, *reversed(tasks)]:
-                task.cancel()
 
 
 class Orchestrator:

@@ -103,23 +103,20 @@ def homes(tmp_path: Path) -> Iterator[dict[str, Node]]:
 async def start_service(w: World, user: Node, tuning: Tuning = FAST) -> tuple[
         DeploymentService, asyncio.Task[None]]:
     service = DeploymentService(user, tuning=tuning)
-    ready = asyncio.Event()
-    task = w.tg.create_task(service.run(ready.set))
-    await ready.wait()
-    return service, task
+    return service, await w.start(service)
 
 
 @pytest.fixture
 async def cluster(homes: dict[str, Node]) -> AsyncIterator[Cluster]:
     async with world([USER, BOB, CHARLIE]) as w:
         user = homes["user"]
-        user.actors = w.systems[USER.did]
+        user.actors = w.by_did[USER.did]
         providers = {}
         tasks = {}
         services = []
         for name in ("bob", "charlie"):
             node = homes[name]
-            node.actors = w.systems[node.did]
+            node.actors = w.by_did[node.did]
             services.append(provider_service(node.actors, node, {"null": NullExecutor(behaviour)}))
             tasks[name] = await w.start(services[-1])
             providers[name] = node

@@ -90,9 +90,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 async def test_task_runs_end_to_end_and_gives_everything_back(w: World, node: Node) -> None:
     executor = NullExecutor(behaviour)
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": executor})
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": executor})
     await w.start(service)
-    orch = Orchestrator(w.systems[USER.did], "dep-hello")
+    orch = Orchestrator(w.by_did[USER.did], "dep-hello")
     spec = ensemble(task_yaml(cmd='["echo", "hello from nunet"]'))
 
     bids = await orch.bids(spec)
@@ -148,22 +148,22 @@ async def test_task_runs_end_to_end_and_gives_everything_back(w: World, node: No
 
 
 async def test_ended_allocations_are_closed_after_their_linger(w: World, node: Node) -> None:
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": NullExecutor(behaviour)},
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": NullExecutor(behaviour)},
                                settings=msgspec.structs.replace(FAST, linger_s=0))
     await w.start(service)
-    orch = Orchestrator(w.systems[USER.did], "dep-linger")
+    orch = Orchestrator(w.by_did[USER.did], "dep-linger")
     handles = await orch.deploy(root_of(node), ensemble(task_yaml(cmd='["echo", "bye"]')))
     await orch.wait_status("hello", "completed")
     await until(lambda: service.allocation("dep-linger", "hello") is None)
-    assert w.systems[PROVIDER.did].actor(handles["hello"].address.inbox_address) is None
+    assert w.by_did[PROVIDER.did].actor(handles["hello"].address.inbox_address) is None
     chunk = service.read_logs("dep-linger", "hello", LogsRequest(stream="stdout"))
     assert (chunk.data, chunk.finished) == (b"bye\n", True)
 
 
 async def test_refusals_say_why(w: World, tmp_path: Path, node: Node) -> None:
-    await w.start(provider_service(w.systems[PROVIDER.did], node,
+    await w.start(provider_service(w.by_did[PROVIDER.did], node,
                                    {"null": NullExecutor(behaviour)}))
-    orch = Orchestrator(w.systems[USER.did], "dep-refused")
+    orch = Orchestrator(w.by_did[USER.did], "dep-refused")
     big = ensemble(task_yaml(ram="64"))
     (answer,) = await orch.bids(big)
     assert answer.bids == ()
@@ -194,9 +194,9 @@ async def test_refusals_say_why(w: World, tmp_path: Path, node: Node) -> None:
 async def test_not_onboarded_and_unavailable_executor_refuse(w: World, tmp_path: Path) -> None:
     bare = make_node(tmp_path, onboard=False)
     try:
-        await w.start(provider_service(w.systems[PROVIDER.did], bare,
+        await w.start(provider_service(w.by_did[PROVIDER.did], bare,
                                        {"null": NullExecutor(available_reason="broken")}))
-        orch = Orchestrator(w.systems[USER.did], "dep-bare")
+        orch = Orchestrator(w.by_did[USER.did], "dep-bare")
         answer = await orch.ask(root_of(bare), ensemble(task_yaml()))
         assert answer.refusals == {"n1": "the provider is not onboarded"}
         bare.onboard(CAPACITY)
@@ -207,9 +207,9 @@ async def test_not_onboarded_and_unavailable_executor_refuse(w: World, tmp_path:
 
 
 async def test_commit_needs_a_bid_and_the_same_orchestrator(w: World, node: Node) -> None:
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": NullExecutor(behaviour)})
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": NullExecutor(behaviour)})
     await w.start(service)
-    orch = Orchestrator(w.systems[USER.did], "dep-commit")
+    orch = Orchestrator(w.by_did[USER.did], "dep-commit")
     spec = ensemble(task_yaml())
     provider = root_of(node)
     commit = Commit(deployment_id="dep-commit", node="n1", resources=Resources(cpu_cores=0.5),
@@ -218,7 +218,7 @@ async def test_commit_needs_a_bid_and_the_same_orchestrator(w: World, node: Node
     assert (reply.ok, reply.reason) == (False, "no live bid of this provider for that node")
 
     bids = await orch.ask(provider, spec)
-    intruder = Orchestrator(w.systems[OTHER.did], "dep-commit")
+    intruder = Orchestrator(w.by_did[OTHER.did], "dep-commit")
     with pytest.raises(RemoteActorError) as err:
         await intruder.actor.invoke(provider, COMMIT, encode(commit))
     assert err.value.remote_code == "capability_denied"
@@ -251,12 +251,12 @@ async def test_commit_needs_a_bid_and_the_same_orchestrator(w: World, node: Node
 
 async def test_expired_commits_are_swept_again_and_again(w: World, node: Node) -> None:
     now = [1_000_000.0]
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": NullExecutor()},
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": NullExecutor()},
                                clock=lambda: now[0], commit_ttl_s=10)
     await w.start(service)
     provider = root_of(node)
     spec = ensemble(task_yaml())
-    orchestrators = [Orchestrator(w.systems[USER.did], f"dep-sweep-{i}") for i in range(2)]
+    orchestrators = [Orchestrator(w.by_did[USER.did], f"dep-sweep-{i}") for i in range(2)]
     for orch in orchestrators:
         bids = await orch.ask(provider, spec)
         assert (await orch.commit(provider, spec, "n1", bids, ttl=3600)).ok
@@ -275,9 +275,9 @@ async def test_expired_commits_are_swept_again_and_again(w: World, node: Node) -
 
 
 async def test_allocate_revalidates_the_ensemble(w: World, node: Node) -> None:
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": NullExecutor(behaviour)})
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": NullExecutor(behaviour)})
     await w.start(service)
-    orch = Orchestrator(w.systems[USER.did], "dep-check")
+    orch = Orchestrator(w.by_did[USER.did], "dep-check")
     provider = root_of(node)
     small = ensemble(task_yaml())
     bids = await orch.ask(provider, small)
@@ -308,9 +308,9 @@ async def test_allocate_revalidates_the_ensemble(w: World, node: Node) -> None:
 
 
 async def test_failure_is_reported_with_code_and_stderr(w: World, node: Node) -> None:
-    await w.start(provider_service(w.systems[PROVIDER.did], node,
+    await w.start(provider_service(w.by_did[PROVIDER.did], node,
                                    {"null": NullExecutor(behaviour)}))
-    orch = Orchestrator(w.systems[USER.did], "dep-fail")
+    orch = Orchestrator(w.by_did[USER.did], "dep-fail")
     await orch.deploy(root_of(node), ensemble(task_yaml(cmd='["fail", "3", "no such file"]')))
     failed = await orch.wait_status("hello", "failed")
     assert failed.exit_code == 3
@@ -320,8 +320,8 @@ async def test_failure_is_reported_with_code_and_stderr(w: World, node: Node) ->
 
 async def test_restart_policy_restarts_locally_then_gives_up(w: World, node: Node) -> None:
     executor = NullExecutor(behaviour)
-    await w.start(provider_service(w.systems[PROVIDER.did], node, {"null": executor}))
-    orch = Orchestrator(w.systems[USER.did], "dep-restart")
+    await w.start(provider_service(w.by_did[PROVIDER.did], node, {"null": executor}))
+    orch = Orchestrator(w.by_did[USER.did], "dep-restart")
     spec = ensemble(task_yaml(cmd='["fail", "1", "boom"]', extra="    failure_recovery: restart"))
     await orch.deploy(root_of(node), spec)
     await until(lambda: node.resources("free") == node.resources("onboarded"))
@@ -333,15 +333,15 @@ async def test_restart_policy_restarts_locally_then_gives_up(w: World, node: Nod
 
 async def test_service_shutdown_stops_it(w: World, node: Node) -> None:
     executor = NullExecutor(behaviour)
-    service = provider_service(w.systems[PROVIDER.did], node, {"null": executor})
+    service = provider_service(w.by_did[PROVIDER.did], node, {"null": executor})
     await w.start(service)
-    orch = Orchestrator(w.systems[USER.did], "dep-svc")
+    orch = Orchestrator(w.by_did[USER.did], "dep-svc")
     spec = ensemble(task_yaml(cmd='["sleep", "60"]').replace("type: task", "type: service"))
     handles = await orch.deploy(root_of(node), spec)
     await orch.wait_status("hello", "running")
     assert node.resources("free") != node.resources("onboarded")
     # Only its orchestrator may stop it.
-    other = Orchestrator(w.systems[OTHER.did], "dep-svc")
+    other = Orchestrator(w.by_did[OTHER.did], "dep-svc")
     with pytest.raises(RemoteActorError) as err:
         await other.actor.invoke(handles["hello"], ALLOCATION_SHUTDOWN, b"")
     assert err.value.remote_code == "capability_denied"
@@ -361,9 +361,9 @@ async def test_service_shutdown_stops_it(w: World, node: Node) -> None:
 
 
 async def test_results_are_listed_and_read_but_never_outside(w: World, node: Node) -> None:
-    await w.start(provider_service(w.systems[PROVIDER.did], node,
+    await w.start(provider_service(w.by_did[PROVIDER.did], node,
                                    {"null": NullExecutor(behaviour)}))
-    orch = Orchestrator(w.systems[USER.did], "dep-results")
+    orch = Orchestrator(w.by_did[USER.did], "dep-results")
     extra = "    volume: [{type: local, name: out, mountpoint: /out}]"
     handles = await orch.deploy(root_of(node), ensemble(task_yaml(extra=extra)))
     await orch.wait_status("hello", "completed")
@@ -394,16 +394,16 @@ async def test_results_are_listed_and_read_but_never_outside(w: World, node: Nod
 
 async def test_restart_reconciliation_readopts_and_cleans(w: World, node: Node) -> None:
     executor = NullExecutor(behaviour)
-    system = w.systems[PROVIDER.did]
+    system = w.by_did[PROVIDER.did]
     first = provider_service(system, node, {"null": executor})
     task = await w.start(first)
-    orch = Orchestrator(w.systems[USER.did], "dep-rec")
+    orch = Orchestrator(w.by_did[USER.did], "dep-rec")
     spec = ensemble(task_yaml("svc", cmd='["sleep", "60"]').replace("type: task",
                                                                       "type: service"))
     handles = await orch.deploy(root_of(node), spec)
     await orch.wait_status("svc", "running")
     lost = ensemble(task_yaml("gone", cmd='["sleep", "60"]'))
-    lost_orch = Orchestrator(w.systems[USER.did], "dep-lost")
+    lost_orch = Orchestrator(w.by_did[USER.did], "dep-lost")
     await lost_orch.deploy(root_of(node), lost)
     await lost_orch.wait_status("gone", "running")
     held = node.resources("allocated")

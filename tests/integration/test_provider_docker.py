@@ -61,7 +61,7 @@ class Setup:
         return Handle.for_actor(self.node.did, self.node.did, ROOT_INBOX)
 
     def orchestrator(self, name: str) -> Orchestrator:
-        return Orchestrator(self.w.systems[USER.did], f"{name}-{uuid.uuid4().hex[:8]}")
+        return Orchestrator(self.w.by_did[USER.did], f"{name}-{uuid.uuid4().hex[:8]}")
 
     async def ours(self) -> list[str]:
         return [m.execution_id for m in await self.executor.list_managed()
@@ -75,7 +75,7 @@ async def s(busybox_image: str, tmp_path: Path) -> AsyncIterator[Setup]:
     executor = DockerExecutor(disk_poll_interval_s=0.2)
     try:
         async with world([node.keypair, USER, OTHER]) as w:
-            service = provider_service(w.systems[node.did], node, {"docker": executor})
+            service = provider_service(w.by_did[node.did], node, {"docker": executor})
             await w.start(service)
             setup = Setup(w, node, executor, service, busybox_image)
             try:
@@ -236,7 +236,7 @@ async def test_restarted_provider_readopts_and_cleans(s: Setup) -> None:
         execution_id=f"{s.service.tag}-stray-1", image=s.image, cmd=("sleep", "300"),
         deployment_id="nobody", allocation="stray"))
 
-    second = provider_service(s.w.systems[s.node.did], s.node, {"docker": s.executor})
+    second = provider_service(s.w.by_did[s.node.did], s.node, {"docker": s.executor})
     await s.w.start(second)
     s.service = second
     assert (second.counters["adopted"], second.counters["orphans_removed"]) == (1, 1)
